@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages Wren's tests use on a fresh Debian machine.
+set -euo pipefail
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v sysctl >/dev/null || need+=(procps)
+command -v bridge >/dev/null || need+=(iproute2)
+if ((${#need[@]})); then
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "deps: ok ($(ip -V), $(ping -V 2>&1 | head -1))"

@@ -1,0 +1,163 @@
+// Package model holds the plain value types that flow from the agent's
+// desired-state computation into the reconcilers. Nothing here does I/O.
+package model
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// RouteKind says what a route is for; it decides the netlink shape of the
+// route (type, scope, gateway, onlink) in pkg/routes.
+type RouteKind uint8
+
+const (
+	// RouteBlackhole is an own IPAM block: "blackhole 10.244.1.0/26". Pods
+	// of the block get more-specific /32 routes, so the blackhole only
+	// drops traffic for unallocated addresses instead of bouncing it back
+	// to the default route (the same reason Calico installs it).
+	RouteBlackhole RouteKind = iota + 1
+	// RoutePod is a local pod: "10.244.1.5 dev caliX scope link".
+	RoutePod
+	// RouteRemoteTunnel is a remote block reached through tunl0 or
+	// vxlan.calico: "10.244.2.0/26 via GW dev DEV onlink". Onlink because
+	// the gateway (a node IP for IPIP, a tunnel address for VXLAN) is not
+	// inside any subnet configured on the tunnel device.
+	RouteRemoteTunnel
+	// RouteRemoteDirect is a remote block reached over the underlay:
+	// "10.244.2.0/26 via GW dev eth0", with OnLink set where the mode
+	// wants it (VXLAN CrossSubnet).
+	RouteRemoteDirect
+)
+
+// String returns the kind's name as used in logs and errors.
+func (k RouteKind) String() string {
+	switch k {
+	case RouteBlackhole:
+		return "blackhole"
+	case RoutePod:
+		return "pod"
+	case RouteRemoteTunnel:
+		return "remote-tunnel"
+	case RouteRemoteDirect:
+		return "remote-direct"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Route is one IPv4 route the agent wants in the kernel's main table.
+type Route struct {
+	Dst     netip.Prefix
+	Kind    RouteKind
+	Gateway netip.Addr // remote kinds only
+	Device  string     // every kind but blackhole
+	MTU     int        // route MTU (RTAX_MTU); 0 leaves it unset
+	OnLink  bool       // RouteRemoteDirect only; remote-tunnel is always onlink
+}
+
+// String renders the route like "ip route" would, for logs and errors.
+func (r Route) String() string {
+	switch r.Kind {
+	case RouteBlackhole:
+		return "blackhole " + r.Dst.String()
+	case RoutePod:
+		return fmt.Sprintf("%s dev %s scope link", r.Dst, r.Device)
+	}
+	s := fmt.Sprintf("%s via %s dev %s", r.Dst, r.Gateway, r.Device)
+	if r.Kind == RouteRemoteTunnel || r.OnLink {
+		s += " onlink"
+	}
+	if r.MTU != 0 {
+		s += fmt.Sprintf(" mtu %d", r.MTU)
+	}
+	return s
+}
+
+// Validate reports what is wrong with the route, naming it.
+func (r Route) Validate() error {
+	if !r.Dst.IsValid() || !r.Dst.Addr().Is4() {
+		return fmt.Errorf("route %q: destination must be a valid IPv4 prefix", r.Dst)
+	}
+	if r.Dst != r.Dst.Masked() {
+		return fmt.Errorf("route %s: destination has host bits set (want %s)", r.Dst, r.Dst.Masked())
+	}
+	if r.MTU < 0 || (r.MTU > 0 && r.MTU < 68) {
+		return fmt.Errorf("route %s: MTU %d is below the IPv4 minimum of 68", r.Dst, r.MTU)
+	}
+	switch r.Kind {
+	case RouteBlackhole:
+		return nil
+	case RoutePod:
+		if r.Device == "" {
+			return fmt.Errorf("route %s: pod route needs a device", r.Dst)
+		}
+		return nil
+	case RouteRemoteTunnel, RouteRemoteDirect:
+		if r.Device == "" {
+			return fmt.Errorf("route %s: remote route needs a device", r.Dst)
+		}
+		if !r.Gateway.IsValid() || !r.Gateway.Is4() {
+			return fmt.Errorf("route %s: remote route needs an IPv4 gateway", r.Dst)
+		}
+		return nil
+	}
+	return fmt.Errorf("route %s: unknown kind %s", r.Dst, r.Kind)
+}
+
+// EncapMode is an IPPool's ipipMode / vxlanMode value.
+type EncapMode string
+
+// The values of IPPool ipipMode and vxlanMode, as in Calico.
+const (
+	EncapNever       EncapMode = "Never"
+	EncapAlways      EncapMode = "Always"
+	EncapCrossSubnet EncapMode = "CrossSubnet"
+)
+
+// VXLAN is the desired vxlan.calico device.
+type VXLAN struct {
+	VNI     int              // 4096 by default
+	Port    int              // 4789 by default
+	LocalIP netip.Addr       // the node IP
+	Parent  string           // the uplink carrying LocalIP
+	MAC     net.HardwareAddr // 66: + sha1(node name)[0:5]
+	MTU     int              // host MTU - 50
+	Address netip.Addr       // the node's VXLAN tunnel address, installed as /32
+}
+
+// IPIP is the desired tunl0 device.
+type IPIP struct {
+	MTU     int        // host MTU - 20
+	Address netip.Addr // the node's IPIP tunnel address, installed as /32
+}
+
+// VTEP is a remote node's VXLAN endpoint: the agent programs a permanent
+// neighbour (TunnelIP lladdr MAC) and FDB entry (MAC dst NodeIP) for it.
+type VTEP struct {
+	Node     string
+	NodeIP   netip.Addr
+	TunnelIP netip.Addr
+	MAC      net.HardwareAddr
+}
+
+// Tunnels is the whole desired tunnel state of a node. A nil device means
+// the device must not exist (or, for tunl0, must carry no address).
+type Tunnels struct {
+	VXLAN *VXLAN
+	IPIP  *IPIP
+	VTEPs []VTEP
+}
+
+// Workload is a local pod: its host-side veth and its address.
+type Workload struct {
+	Namespace   string
+	Name        string
+	ContainerID string
+	HostIface   string     // cali + 11 hex; see proxyarp.VethName
+	IP          netip.Addr // the pod's IPv4 address, a /32 in the pod
+	MTU         int        // pod MTU (host MTU - encapsulation overhead)
+}
+
+// Key names the workload in logs and errors: "namespace/name".
+func (w Workload) Key() string { return w.Namespace + "/" + w.Name }

@@ -1,0 +1,367 @@
+// Package routes reconciles the IPv4 routes Wren owns in one kernel routing
+// table: blackholes for own IPAM blocks, /32 routes to local pods, and
+// routes to remote nodes' blocks over a tunnel or the underlay.
+//
+// Ownership is the route protocol: every route Wren writes carries Protocol
+// ("proto wren" once /etc/iproute2/rt_protos.d/wren.conf is installed), the
+// kernel is listed filtered by that protocol, and deletes name the protocol
+// so the kernel itself refuses to remove anybody else's route. A route with
+// another protocol is never modified or removed, even inside a pod pool.
+//
+// Set stores the desired state and does no I/O; Apply lists the kernel,
+// diffs, writes additions and changes before removals, and returns the
+// joined per-route errors. The first Apply after start is the orphan
+// sweep: own routes left by a previous run that are no longer wanted go.
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/wren-net/wren/pkg/model"
+)
+
+// Protocol is Wren's route protocol number (rtm_protocol). 87 is unused by
+// the kernel's and iproute2's registered protocols and by the routing
+// daemons we share nodes with (BIRD 12, Calico felix 80, BGP 186-192); the
+// install step writes "87 wren" to /etc/iproute2/rt_protos.d/wren.conf so
+// "ip route" prints "proto wren".
+const Protocol = 87
+
+// ProtocolName is the name iproute2 shows for Protocol.
+const ProtocolName = "wren"
+
+// MainTable is the kernel's main routing table (RT_TABLE_MAIN).
+const MainTable = 254
+
+// Kernel constants used in KRoute; they match linux/rtnetlink.h.
+const (
+	TypeUnicast   = 1   // RTN_UNICAST
+	TypeBlackhole = 6   // RTN_BLACKHOLE
+	ScopeUniverse = 0   // RT_SCOPE_UNIVERSE
+	ScopeLink     = 253 // RT_SCOPE_LINK
+	FlagOnLink    = 4   // RTNH_F_ONLINK
+)
+
+// KRoute is a route as the kernel holds it, reduced to the attributes Wren
+// compares. (Dst, Tos, Priority) within Table is the kernel's route key.
+type KRoute struct {
+	Dst      netip.Prefix
+	Table    uint32
+	Protocol uint8
+	Tos      uint8
+	Priority uint32
+	Type     uint8
+	Scope    uint8
+	Flags    uint32 // only FlagOnLink is kept
+	Gw       netip.Addr
+	Oif      int
+	MTU      uint32
+}
+
+// Same reports whether k and o are the same route (protocol aside).
+func (k KRoute) Same(o KRoute) bool {
+	return k.Dst == o.Dst && k.Table == o.Table && k.Tos == o.Tos && k.Priority == o.Priority &&
+		k.Type == o.Type && k.Scope == o.Scope && k.Flags&FlagOnLink == o.Flags&FlagOnLink &&
+		k.Gw == o.Gw && k.Oif == o.Oif && k.MTU == o.MTU
+}
+
+// Op is one kernel write. With neither flag it is an exclusive add, which
+// fails with EEXIST if a foreign route holds the key; Replace rewrites a
+// route Wren listed as its own; Delete removes one of its own routes.
+type Op struct {
+	Delete  bool
+	Replace bool
+	Route   KRoute
+}
+
+// Kernel is what the reconciler needs from the kernel. The Linux
+// implementation (NewKernel) batches writes; tests use a fake.
+type Kernel interface {
+	// Links maps link names to indexes.
+	Links() (map[string]int, error)
+	// List calls fn for every IPv4 route of table with protocol proto.
+	List(table uint32, proto uint8, fn func(KRoute)) error
+	// Write performs ops in order and returns one error (or nil) per op.
+	// An add of a route whose key is already taken fails with EEXIST;
+	// deleting a missing route is a success.
+	Write(ops []Op) []error
+}
+
+// Config configures a Reconciler.
+type Config struct {
+	// Table is the routing table; 0 means MainTable.
+	Table uint32
+	// Protocol marks owned routes; 0 means Protocol.
+	Protocol uint8
+	// Logger receives state transitions at Info and per-route lines at Debug.
+	Logger *slog.Logger
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Table == 0 {
+		c.Table = MainTable
+	}
+	if c.Protocol == 0 {
+		c.Protocol = Protocol
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate rejects protocols that belong to the kernel or to routing
+// daemons Wren must coexist with.
+func (c Config) Validate() error {
+	switch {
+	case c.Protocol <= 4:
+		return fmt.Errorf("route protocol %d is reserved for the kernel (0-4)", c.Protocol)
+	case c.Protocol == 11 || c.Protocol == 12 || c.Protocol == 80 || (c.Protocol >= 186 && c.Protocol <= 192):
+		return fmt.Errorf("route protocol %d belongs to another routing daemon (zebra 11, bird 12, calico 80, 186-192)", c.Protocol)
+	case c.Table == 255 || c.Table == 253:
+		return fmt.Errorf("route table %d is the kernel's local/default table", c.Table)
+	}
+	return nil
+}
+
+// Stats describes the last Apply.
+type Stats struct {
+	Listed    int           // own routes found in the kernel
+	Unchanged int           // own routes already right
+	Added     int           // routes written that did not exist
+	Replaced  int           // own routes rewritten
+	Deleted   int           // own routes removed
+	Held      int           // desired routes not written (missing device); kernel state kept
+	Errors    int           // failed routes
+	Duration  time.Duration // wall time of Apply
+}
+
+// Reconciler owns the routes of one table that carry one protocol.
+type Reconciler struct {
+	cfg Config
+	k   Kernel
+
+	mu      sync.Mutex
+	desired map[netip.Prefix]model.Route
+	setErrs []error
+	stats   Stats
+}
+
+// New returns a reconciler; cfg is defaulted and must validate.
+func New(cfg Config, k Kernel) (*Reconciler, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Reconciler{cfg: cfg, k: k, desired: map[netip.Prefix]model.Route{}}, nil
+}
+
+// Set replaces the desired routes. It does no I/O. Invalid routes and
+// duplicate destinations are reported by the next Apply (naming the route)
+// and left out; the rest is kept.
+func (r *Reconciler) Set(rs []model.Route) {
+	desired := make(map[netip.Prefix]model.Route, len(rs))
+	var errs []error
+	for _, rt := range rs {
+		if err := rt.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev, dup := desired[rt.Dst]; dup {
+			if prev != rt {
+				errs = append(errs, fmt.Errorf("route %s: conflicts with %s for the same destination; keeping the first", rt, prev))
+			}
+			continue
+		}
+		desired[rt.Dst] = rt
+	}
+	r.mu.Lock()
+	r.desired, r.setErrs = desired, errs
+	r.mu.Unlock()
+}
+
+// LastStats returns the counters of the last Apply.
+func (r *Reconciler) LastStats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// kroute turns a desired route into its kernel form.
+func (r *Reconciler) kroute(rt model.Route, links map[string]int) (KRoute, error) {
+	k := KRoute{Dst: rt.Dst, Table: r.cfg.Table, Protocol: r.cfg.Protocol, MTU: uint32(rt.MTU)}
+	switch rt.Kind {
+	case model.RouteBlackhole:
+		k.Type, k.Scope = TypeBlackhole, ScopeUniverse
+		return k, nil
+	case model.RoutePod:
+		k.Type, k.Scope = TypeUnicast, ScopeLink
+	case model.RouteRemoteTunnel:
+		// Tunnel devices carry only a /32, so no gateway is "on link"
+		// by subnet: onlink tells the kernel to trust us.
+		k.Type, k.Scope, k.Gw, k.Flags = TypeUnicast, ScopeUniverse, rt.Gateway, FlagOnLink
+	case model.RouteRemoteDirect:
+		k.Type, k.Scope, k.Gw = TypeUnicast, ScopeUniverse, rt.Gateway
+		if rt.OnLink {
+			k.Flags = FlagOnLink
+		}
+	}
+	idx, ok := links[rt.Device]
+	if !ok {
+		return k, fmt.Errorf("route %s: device %s does not exist", rt, rt.Device)
+	}
+	k.Oif = idx
+	return k, nil
+}
+
+// Apply makes the kernel's own routes equal to the desired set.
+func (r *Reconciler) Apply(ctx context.Context) error {
+	start := time.Now()
+	r.mu.Lock()
+	desired, setErrs := r.desired, r.setErrs
+	r.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	errs := append([]error(nil), setErrs...)
+	var st Stats
+
+	links, err := r.k.Links()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	want := make(map[netip.Prefix]KRoute, len(desired))
+	held := map[netip.Prefix]bool{}
+	for dst, rt := range desired {
+		k, err := r.kroute(rt, links)
+		if err != nil {
+			// Keep whatever the kernel has for dst: the device may be
+			// on its way (a pod being created), and deleting now would
+			// only cause a gap.
+			held[dst] = true
+			errs = append(errs, err)
+			continue
+		}
+		want[dst] = k
+	}
+	st.Held = len(held)
+
+	var adds, dels []Op
+	seen := make(map[netip.Prefix]bool, len(want))
+	listErr := r.k.List(r.cfg.Table, r.cfg.Protocol, func(cur KRoute) {
+		st.Listed++
+		if cur.Tos == 0 && cur.Priority == 0 {
+			if w, ok := want[cur.Dst]; ok {
+				seen[cur.Dst] = true
+				if w.Same(cur) {
+					st.Unchanged++
+				} else {
+					adds = append(adds, Op{Replace: true, Route: w})
+					st.Replaced++
+				}
+				return
+			}
+			if held[cur.Dst] {
+				return
+			}
+		}
+		dels = append(dels, Op{Delete: true, Route: cur})
+	})
+	if listErr != nil {
+		return errors.Join(append(errs, fmt.Errorf("list routes of table %d proto %d: %w", r.cfg.Table, r.cfg.Protocol, listErr))...)
+	}
+	for dst, w := range want {
+		if !seen[dst] {
+			adds = append(adds, Op{Route: w})
+			st.Added++
+		}
+	}
+	// Stable order makes logs and fakes deterministic; adds go first so
+	// a replaced path never leaves a gap.
+	slices.SortFunc(adds, func(a, b Op) int { return comparePrefix(a.Route.Dst, b.Route.Dst) })
+	ops := append(adds, dels...)
+	st.Deleted = len(dels)
+	if len(ops) > 0 {
+		for i, err := range r.k.Write(ops) {
+			if err == nil {
+				r.cfg.Logger.Debug("route written", "op", opName(ops[i]), "route", ops[i].Route.String())
+				continue
+			}
+			st.Errors++
+			errs = append(errs, fmt.Errorf("%s route %s: %w", opName(ops[i]), ops[i].Route, explain(err)))
+		}
+	}
+	st.Duration = time.Since(start)
+	r.mu.Lock()
+	r.stats = st
+	r.mu.Unlock()
+	if len(ops) > 0 || st.Errors > 0 {
+		r.cfg.Logger.Info("routes applied", "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted,
+			"unchanged", st.Unchanged, "held", st.Held, "errors", st.Errors, "took", st.Duration)
+	}
+	return errors.Join(errs...)
+}
+
+func opName(op Op) string {
+	switch {
+	case op.Delete:
+		return "delete"
+	case op.Replace:
+		return "replace"
+	}
+	return "add"
+}
+
+// explain turns kernel errnos into advice an operator can act on.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, syscall.EEXIST):
+		return fmt.Errorf("another route (not proto %s) holds this destination and Wren leaves foreign routes alone; delete it to let Wren program its route: %w", ProtocolName, err)
+	case errors.Is(err, syscall.ENETDOWN):
+		return fmt.Errorf("device is down; retried when it comes up: %w", err)
+	}
+	return err
+}
+
+// String renders a kernel route for errors and logs.
+func (k KRoute) String() string {
+	s := k.Dst.String()
+	if k.Type == TypeBlackhole {
+		s = "blackhole " + s
+	}
+	if k.Gw.IsValid() {
+		s += " via " + k.Gw.String()
+	}
+	if k.Oif != 0 {
+		s += fmt.Sprintf(" oif %d", k.Oif)
+	}
+	if k.Scope == ScopeLink {
+		s += " scope link"
+	}
+	if k.Flags&FlagOnLink != 0 {
+		s += " onlink"
+	}
+	if k.Priority != 0 {
+		s += fmt.Sprintf(" metric %d", k.Priority)
+	}
+	if k.MTU != 0 {
+		s += fmt.Sprintf(" mtu %d", k.MTU)
+	}
+	return s
+}
+
+// comparePrefix orders prefixes by address, then by length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
