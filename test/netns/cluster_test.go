@@ -154,10 +154,18 @@ func (n *node) encapTo(peer *node, m mode) string {
 	return "direct"
 }
 
-// plan computes the node's desired state, as the agent loop will: own
+// plan sets the node's desired state on its reconcilers.
+func (n *node) plan(m mode, all []*node) {
+	tun, ws, rs := n.desired(m, all)
+	n.tun.Set(tun)
+	n.arp.Set(ws)
+	n.routes.Set(rs)
+}
+
+// desired computes the node's desired state, as the agent loop will: own
 // block blackholed, local pods routed to their veths, remote blocks by the
 // mode's rule, one VTEP per remote node in VXLAN modes.
-func (n *node) plan(m mode, all []*node) {
+func (n *node) desired(m mode, all []*node) (model.Tunnels, []model.Workload, []model.Route) {
 	var rs []model.Route
 	var ws []model.Workload
 	rs = append(rs, model.Route{Dst: n.block, Kind: model.RouteBlackhole})
@@ -192,9 +200,7 @@ func (n *node) plan(m mode, all []*node) {
 				OnLink: m.vxlan == model.EncapCrossSubnet})
 		}
 	}
-	n.tun.Set(tun)
-	n.arp.Set(ws)
-	n.routes.Set(rs)
+	return tun, ws, rs
 }
 
 // apply runs the reconcilers in the loop's fixed order: devices before

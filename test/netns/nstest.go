@@ -49,6 +49,8 @@ type NS struct {
 	Name   string          // name under /run/netns
 	Handle netns.NsHandle  // open fd of the namespace
 	NL     *netlink.Handle // netlink handle bound to the namespace
+
+	deleted bool
 }
 
 // New creates a namespace named Prefix+<random>+"-"+role, brings its
@@ -83,7 +85,18 @@ func New(t testing.TB, role string) *NS {
 	return ns
 }
 
+// Delete removes the namespace now (for tests of a namespace vanishing);
+// the cleanup then has nothing left to do.
+func (n *NS) Delete(t testing.TB) {
+	t.Helper()
+	n.destroy(t)
+	n.deleted = true
+}
+
 func (n *NS) destroy(t testing.TB) {
+	if n.deleted {
+		return
+	}
 	if n.NL != nil {
 		n.NL.Close()
 	}
