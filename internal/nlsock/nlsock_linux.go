@@ -3,6 +3,7 @@
 package nlsock
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -62,4 +63,55 @@ func Open(ns netns.NsHandle, groups uint32, readTimeout time.Duration) (int, err
 		return -1, fmt.Errorf("bind netlink socket: %w", err)
 	}
 	return fd, nil
+}
+
+// PortID returns the netlink port id the kernel assigned to fd at bind.
+// Notifications caused by a request on fd carry it as nlmsg_pid.
+func PortID(fd int) (uint32, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, fmt.Errorf("netlink getsockname: %w", err)
+	}
+	nl, ok := sa.(*unix.SockaddrNetlink)
+	if !ok {
+		return 0, fmt.Errorf("netlink getsockname: not a netlink socket")
+	}
+	return nl.Pid, nil
+}
+
+// IgnorePorts attaches a classic BPF filter to a subscribed socket that
+// drops every notification whose nlmsg_pid is one of ports: the kernel's
+// echoes of changes made through those sockets. Dropped in the kernel,
+// they cost no wake-up, no copy and no queue space.
+func IgnorePorts(fd int, ports []uint32) error {
+	if len(ports) == 0 {
+		return nil
+	}
+	if len(ports) > 200 {
+		return fmt.Errorf("netlink filter: %d ports is too many", len(ports))
+	}
+	// ld [12] loads nlmsg_pid as a big-endian word; compare with the
+	// port id's bytes read the same way.
+	prog := []unix.SockFilter{{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}}
+	for i, p := range ports {
+		jt := uint8(len(ports) - i) // forward to the final "drop"
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: jt, Jf: 0, K: bigEndianWord(p)})
+	}
+	prog = append(prog,
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // accept
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0},          // drop
+	)
+	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return fmt.Errorf("attach netlink filter: %w", err)
+	}
+	return nil
+}
+
+// bigEndianWord is what a BPF absolute load sees for the native-endian
+// uint32 v in the packet.
+func bigEndianWord(v uint32) uint32 {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return binary.BigEndian.Uint32(b[:])
 }

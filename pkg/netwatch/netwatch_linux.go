@@ -25,6 +25,10 @@ type Config struct {
 	NS netns.NsHandle
 	// Table is the route table whose changes matter (main by default).
 	Table uint32
+	// IgnorePorts are netlink port ids whose changes are not reported:
+	// Wren's own route writers (routes.NetlinkKernel.PortIDs). Their
+	// echoes are dropped by a socket filter in the kernel.
+	IgnorePorts []uint32
 	// Logger reports lost notifications.
 	Logger *slog.Logger
 }
@@ -55,6 +59,10 @@ func New(cfg Config) (*Watcher, error) {
 	fd, err := nlsock.Open(cfg.NS, groups, 250*time.Millisecond)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to netlink notifications: %w", err)
+	}
+	if err := nlsock.IgnorePorts(fd, cfg.IgnorePorts); err != nil {
+		unix.Close(fd)
+		return nil, err
 	}
 	return &Watcher{cfg: cfg, fd: fd}, nil
 }

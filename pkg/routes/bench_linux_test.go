@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/netwatch"
 	nstest "github.com/wren-net/wren/test/netns"
 )
 
@@ -27,11 +28,33 @@ func benchRoutes(n int, gw string) []model.Route {
 // BenchmarkSync programs n remote-block routes from empty, replaces them
 // all (new gateway), resyncs with no change, and deletes them all,
 // reporting routes/s per phase and the resync time.
+//
+// With watched=true a netwatch subscriber runs in the namespace, as in the
+// agent: the kernel then builds a notification per route change, and the
+// watcher's socket filter drops the echoes of our own writes.
 func BenchmarkSync(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+	for _, bc := range []struct {
+		n       int
+		watched bool
+	}{{10_000, false}, {100_000, false}, {100_000, true}} {
+		n := bc.n
+		b.Run(fmt.Sprintf("routes=%d/watched=%v", n, bc.watched), func(b *testing.B) {
 			ns := node(b)
-			r, _ := newKernelRec(b, ns)
+			r, k := newKernelRec(b, ns)
+			if bc.watched {
+				ports, err := k.PortIDs()
+				if err != nil {
+					b.Fatal(err)
+				}
+				w, err := netwatch.New(netwatch.Config{NS: ns.Handle, IgnorePorts: ports, Logger: quietLog})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { _ = w.Run(ctx, func() {}); close(done) }()
+				b.Cleanup(func() { cancel(); <-done })
+			}
 			first, second := benchRoutes(n, "10.244.255.1"), benchRoutes(n, "10.244.255.2")
 			var add, repl, resync, del time.Duration
 			phase := func(d *time.Duration, rs []model.Route, check func(Stats) bool) {

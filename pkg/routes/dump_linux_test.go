@@ -58,12 +58,12 @@ func TestRetryDump(t *testing.T) {
 		return nil
 	}
 	var got []uint32
-	n, err := retryDump(5, dump, func(r KRoute) { got = append(got, r.Priority) })
+	_, n, err := retryDump(nil, 5, dump, func(r KRoute) { got = append(got, r.Priority) })
 	if err != nil || n != 2 || len(got) != 1 || got[0] != 3 {
 		t.Fatalf("n=%d err=%v got=%v; want 2 interrupts and only attempt 3", n, err, got)
 	}
 	attempt = -100
-	if _, err := retryDump(5, dump, func(KRoute) {}); !errors.Is(err, errInterrupted) {
+	if _, _, err := retryDump(nil, 5, dump, func(KRoute) {}); !errors.Is(err, errInterrupted) {
 		t.Fatalf("persistent interruption: err=%v", err)
 	}
 }

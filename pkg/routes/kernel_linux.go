@@ -37,7 +37,8 @@ type NetlinkKernel struct {
 	rbuf    []byte
 	writers []*writer
 
-	interrupts int // dumps restarted because NLM_F_DUMP_INTR was set
+	interrupts int      // dumps restarted because NLM_F_DUMP_INTR was set
+	out        []KRoute // dump buffer reused across List calls
 }
 
 // Interrupts returns how many dumps were restarted because the table
@@ -95,6 +96,22 @@ func (k *NetlinkKernel) Close() error {
 	return nil
 }
 
+// PortIDs returns the netlink port ids of the write sockets. A watcher
+// given them (netwatch.Config.IgnorePorts) does not see the echoes of
+// Wren's own route writes, so a 100k-route sync does not wake it 100k
+// times nor poke a needless resync.
+func (k *NetlinkKernel) PortIDs() ([]uint32, error) {
+	var ids []uint32
+	for _, w := range k.writers {
+		id, err := nlsock.PortID(w.fd)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 // Links implements Kernel.
 func (k *NetlinkKernel) Links() (map[string]int, error) {
 	var ls []netlink.Link
@@ -124,7 +141,9 @@ var errInterrupted = errors.New("route dump interrupted")
 func (k *NetlinkKernel) List(table uint32, proto uint8, fn func(KRoute)) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	n, err := retryDump(dumpRetries, func(emit func(KRoute)) error { return k.dump(table, proto, emit) }, fn)
+	var n int
+	var err error
+	k.out, n, err = retryDump(k.out[:0], dumpRetries, func(emit func(KRoute)) error { return k.dump(table, proto, emit) }, fn)
 	k.interrupts += n
 	return err
 }
@@ -133,8 +152,8 @@ func (k *NetlinkKernel) List(table uint32, proto uint8, fn func(KRoute)) error {
 // tries times) and hands fn the routes of the first complete attempt
 // only, so callers never diff against a torn listing. It returns the
 // number of interrupted attempts.
-func retryDump(tries int, dump func(emit func(KRoute)) error, fn func(KRoute)) (int, error) {
-	var out []KRoute
+// out is a reusable buffer, returned for the next call.
+func retryDump(out []KRoute, tries int, dump func(emit func(KRoute)) error, fn func(KRoute)) ([]KRoute, int, error) {
 	var err error
 	interrupted := 0
 	for i := 0; i < tries; i++ {
@@ -146,12 +165,12 @@ func retryDump(tries int, dump func(emit func(KRoute)) error, fn func(KRoute)) (
 		interrupted++
 	}
 	if err != nil {
-		return interrupted, fmt.Errorf("after %d attempts: %w", interrupted+1, err)
+		return out, interrupted, fmt.Errorf("after %d attempts: %w", interrupted+1, err)
 	}
 	for _, r := range out {
 		fn(r)
 	}
-	return interrupted, nil
+	return out, interrupted, nil
 }
 
 func (k *NetlinkKernel) dump(table uint32, proto uint8, fn func(KRoute)) error {

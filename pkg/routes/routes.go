@@ -145,15 +145,44 @@ type Stats struct {
 }
 
 // Reconciler owns the routes of one table that carry one protocol.
+// Apply must be called from one goroutine at a time (the loop); Set may be
+// called from any.
 type Reconciler struct {
 	cfg Config
 	k   Kernel
 
-	mu      sync.Mutex
-	desired map[netip.Prefix]model.Route
-	setErrs []error
-	stats   Stats
+	mu    sync.Mutex
+	plan  *plan
+	stats Stats
+
+	// Scratch reused by Apply so a 100k-route resync allocates little.
+	applyMu sync.Mutex
+	want    []KRoute
+	state   []uint8
+	ops     []Op
+	dels    []Op
 }
+
+// plan is one validated desired set; immutable once built by Set.
+type plan struct {
+	routes []model.Route
+	index  map[uint64]int32 // key4(dst) -> position in routes
+	errs   []error
+}
+
+// key4 packs an IPv4 prefix into a map key without pointers, which keeps
+// the index cheap to hash and invisible to the garbage collector.
+func key4(p netip.Prefix) uint64 {
+	a := p.Addr().As4()
+	return uint64(a[0])<<32 | uint64(a[1])<<24 | uint64(a[2])<<16 | uint64(a[3])<<8 | uint64(p.Bits())
+}
+
+// Per-Apply state of a desired route.
+const (
+	stHeld uint8 = iota // device missing: keep the kernel's route as is
+	stWant              // to be added unless found in the kernel
+	stSeen              // found in the kernel (unchanged or replaced)
+)
 
 // New returns a reconciler; cfg is defaulted and must validate.
 func New(cfg Config, k Kernel) (*Reconciler, error) {
@@ -161,30 +190,31 @@ func New(cfg Config, k Kernel) (*Reconciler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Reconciler{cfg: cfg, k: k, desired: map[netip.Prefix]model.Route{}}, nil
+	return &Reconciler{cfg: cfg, k: k, plan: &plan{index: map[uint64]int32{}}}, nil
 }
 
 // Set replaces the desired routes. It does no I/O. Invalid routes and
 // duplicate destinations are reported by the next Apply (naming the route)
 // and left out; the rest is kept.
 func (r *Reconciler) Set(rs []model.Route) {
-	desired := make(map[netip.Prefix]model.Route, len(rs))
-	var errs []error
+	p := &plan{routes: make([]model.Route, 0, len(rs)), index: make(map[uint64]int32, len(rs))}
 	for _, rt := range rs {
 		if err := rt.Validate(); err != nil {
-			errs = append(errs, err)
+			p.errs = append(p.errs, err)
 			continue
 		}
-		if prev, dup := desired[rt.Dst]; dup {
-			if prev != rt {
-				errs = append(errs, fmt.Errorf("route %s: conflicts with %s for the same destination; keeping the first", rt, prev))
+		k := key4(rt.Dst)
+		if i, dup := p.index[k]; dup {
+			if prev := p.routes[i]; prev != rt {
+				p.errs = append(p.errs, fmt.Errorf("route %s: conflicts with %s for the same destination; keeping the first", rt, prev))
 			}
 			continue
 		}
-		desired[rt.Dst] = rt
+		p.index[k] = int32(len(p.routes))
+		p.routes = append(p.routes, rt)
 	}
 	r.mu.Lock()
-	r.desired, r.setErrs = desired, errs
+	r.plan = p
 	r.mu.Unlock()
 }
 
@@ -224,75 +254,82 @@ func (r *Reconciler) kroute(rt model.Route, links map[string]int) (KRoute, error
 
 // Apply makes the kernel's own routes equal to the desired set.
 func (r *Reconciler) Apply(ctx context.Context) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	start := time.Now()
 	r.mu.Lock()
-	desired, setErrs := r.desired, r.setErrs
+	p := r.plan
 	r.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	errs := append([]error(nil), setErrs...)
+	errs := append([]error(nil), p.errs...)
 	var st Stats
 
 	links, err := r.k.Links()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
-	want := make(map[netip.Prefix]KRoute, len(desired))
-	held := map[netip.Prefix]bool{}
-	for dst, rt := range desired {
+	n := len(p.routes)
+	r.want = slices.Grow(r.want[:0], n)[:n]
+	r.state = slices.Grow(r.state[:0], n)[:n]
+	want, state := r.want, r.state
+	for i, rt := range p.routes {
 		k, err := r.kroute(rt, links)
 		if err != nil {
 			// Keep whatever the kernel has for dst: the device may be
 			// on its way (a pod being created), and deleting now would
 			// only cause a gap.
-			held[dst] = true
+			state[i] = stHeld
+			st.Held++
 			errs = append(errs, err)
 			continue
 		}
-		want[dst] = k
+		want[i], state[i] = k, stWant
 	}
-	st.Held = len(held)
 
-	var adds, dels []Op
-	seen := make(map[netip.Prefix]bool, len(want))
+	ops, dels := r.ops[:0], r.dels[:0]
 	listErr := r.k.List(r.cfg.Table, r.cfg.Protocol, func(cur KRoute) {
 		st.Listed++
 		if cur.Tos == 0 && cur.Priority == 0 {
-			if w, ok := want[cur.Dst]; ok {
-				seen[cur.Dst] = true
-				if w.Same(cur) {
+			if i, ok := p.index[key4(cur.Dst)]; ok && state[i] != stSeen {
+				if state[i] == stHeld {
+					return
+				}
+				state[i] = stSeen
+				if want[i].Same(cur) {
 					st.Unchanged++
 				} else {
-					adds = append(adds, Op{Replace: true, Route: w})
+					ops = append(ops, Op{Replace: true, Route: want[i]})
 					st.Replaced++
 				}
-				return
-			}
-			if held[cur.Dst] {
 				return
 			}
 		}
 		dels = append(dels, Op{Delete: true, Route: cur})
 	})
+	r.dels = dels
 	if listErr != nil {
+		r.ops = ops
 		return errors.Join(append(errs, fmt.Errorf("list routes of table %d proto %d: %w", r.cfg.Table, r.cfg.Protocol, listErr))...)
 	}
-	for dst, w := range want {
-		if !seen[dst] {
-			adds = append(adds, Op{Route: w})
+	for i := range state {
+		if state[i] == stWant {
+			ops = append(ops, Op{Route: want[i]})
 			st.Added++
 		}
 	}
-	// Stable order makes logs and fakes deterministic; adds go first so
-	// a replaced path never leaves a gap.
-	slices.SortFunc(adds, func(a, b Op) int { return comparePrefix(a.Route.Dst, b.Route.Dst) })
-	ops := append(adds, dels...)
+	// Additions and changes go first, so a replaced path never leaves a
+	// gap; the kernel writer keeps that order.
+	ops = append(ops, dels...)
+	r.ops = ops
 	st.Deleted = len(dels)
 	if len(ops) > 0 {
 		for i, err := range r.k.Write(ops) {
 			if err == nil {
-				r.cfg.Logger.Debug("route written", "op", opName(ops[i]), "route", ops[i].Route.String())
+				if r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+					r.cfg.Logger.Debug("route written", "op", opName(ops[i]), "route", ops[i].Route.String())
+				}
 				continue
 			}
 			st.Errors++
@@ -356,12 +393,4 @@ func (k KRoute) String() string {
 		s += fmt.Sprintf(" mtu %d", k.MTU)
 	}
 	return s
-}
-
-// comparePrefix orders prefixes by address, then by length.
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
 }

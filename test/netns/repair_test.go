@@ -24,7 +24,11 @@ const repairDeadline = time.Second
 // poked by netlink notifications from the node's namespace.
 func (n *node) startLoop(t *testing.T) {
 	t.Helper()
-	w, err := netwatch.New(netwatch.Config{NS: n.ns.Handle, Logger: quiet})
+	ports, err := n.kernel.PortIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := netwatch.New(netwatch.Config{NS: n.ns.Handle, IgnorePorts: ports, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
