@@ -19,7 +19,9 @@ go test -count=1 -v -timeout 20m ./... 2>&1 | tee "$log" | grep -Ev '^(=== (RUN|
 rc=${PIPESTATUS[0]}
 echo
 echo "== skipped tests and reasons"
-grep -E -A1 -- '--- SKIP' "$log" | grep -Ev '^--$' || echo "(none)"
+# go test -v prints a test's skip reason on the line before its SKIP line.
+skips=$(grep -E -B1 -- '--- SKIP' "$log" | grep -Ev '^--$' | paste - - | sed -E 's/^\s*(.*)\t\s*--- SKIP: ([^ ]+).*/\2: \1/')
+echo "${skips:-(none)}"
 pass=$(grep -cE -- '^\s*--- PASS' "$log")
 fail=$(grep -cE -- '^\s*--- FAIL' "$log")
 skip=$(grep -cE -- '^\s*--- SKIP' "$log")
