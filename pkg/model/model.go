@@ -161,3 +161,12 @@ type Workload struct {
 
 // Key names the workload in logs and errors: "namespace/name".
 func (w Workload) Key() string { return w.Namespace + "/" + w.Name }
+
+// Desired is the whole desired dataplane state of a node, computed by the
+// agent from the cluster and applied by the reconcilers.
+type Desired struct {
+	Tunnels   Tunnels
+	Workloads []Workload
+	Routes    []Route
+	PodMTU    int // MTU handed to the CNI plugin for new pods
+}

@@ -1,0 +1,145 @@
+// Test addresses: nodes 198.18.0.0/15, pools inside 10.244.0.0/16.
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/tunnel"
+)
+
+var (
+	pfx  = netip.MustParsePrefix
+	addr = netip.MustParseAddr
+)
+
+func nodeN(name, ip, vx string) Node {
+	n := Node{Name: name, IP: pfx(ip)}
+	if vx != "" {
+		n.VXLANTunnelIP, n.VTEPMAC = addr(vx), tunnel.VTEPMAC(name)
+	}
+	return n
+}
+
+func blk(cidr, node, state string, allocs ...ipam.Allocation) ipam.Block {
+	return ipam.Block{CIDR: pfx(cidr), Affinity: node, State: state, Allocations: allocs}
+}
+
+func routesText(rs []model.Route) string {
+	var lines []string
+	for _, r := range rs {
+		lines = append(lines, r.String())
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func TestBuild(t *testing.T) {
+	a := nodeN("node-a", "198.18.0.11/24", "10.244.1.0")
+	b := nodeN("node-b", "198.18.0.12/24", "10.244.2.0")
+	c := nodeN("node-c", "198.18.1.13/24", "10.244.3.0")
+	web := model.Workload{Namespace: "default", Name: "web", HostIface: "cali1111111111a", IP: addr("10.244.1.5")}
+	blocks := []ipam.Block{
+		blk("10.244.1.0/26", "node-a", ipam.StateConfirmed, ipam.Allocation{IP: addr("10.244.1.5"), Node: "node-a"},
+			ipam.Allocation{IP: addr("10.244.1.40"), Node: "node-c"}), // borrowed by c
+		blk("10.244.2.0/26", "node-b", ipam.StateConfirmed),
+		blk("10.244.3.0/26", "node-c", ipam.StateConfirmed),
+		blk("10.244.4.0/26", "node-b", ipam.StatePending), // unconfirmed: not routed
+	}
+	tests := []struct {
+		name    string
+		mode    PoolMode
+		want    string
+		podMTU  int
+		vteps   int
+		tunnels bool
+	}{
+		{"vxlan always", PoolMode{VXLAN: model.EncapAlways, IPIP: model.EncapNever}, strings.Join([]string{
+			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
+			"10.244.1.5/32 dev cali1111111111a scope link",
+			"10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink mtu 1450",
+			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
+			"blackhole 10.244.1.0/26",
+		}, "\n"), 1450, 2, true},
+		{"vxlan cross subnet", PoolMode{VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever}, strings.Join([]string{
+			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
+			"10.244.1.5/32 dev cali1111111111a scope link",
+			"10.244.2.0/26 via 198.18.0.12 dev eth0 onlink",
+			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
+			"blackhole 10.244.1.0/26",
+		}, "\n"), 1450, 2, true},
+		{"ipip cross subnet", PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapCrossSubnet}, strings.Join([]string{
+			"10.244.1.40/32 via 198.18.1.13 dev tunl0 onlink mtu 1480",
+			"10.244.1.5/32 dev cali1111111111a scope link",
+			"10.244.2.0/26 via 198.18.0.12 dev eth0",
+			"10.244.3.0/26 via 198.18.1.13 dev tunl0 onlink mtu 1480",
+			"blackhole 10.244.1.0/26",
+		}, "\n"), 1480, 0, false},
+		{"no encap", PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapNever}, strings.Join([]string{
+			"10.244.1.40/32 via 198.18.1.13 dev eth0",
+			"10.244.1.5/32 dev cali1111111111a scope link",
+			"10.244.2.0/26 via 198.18.0.12 dev eth0",
+			"10.244.3.0/26 via 198.18.1.13 dev eth0",
+			"blackhole 10.244.1.0/26",
+		}, "\n"), 1500, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pool := tt.mode
+			pool.Name, pool.CIDR = "default", pfx("10.244.0.0/16")
+			self := a
+			self.IPIPTunnelIP = addr("10.244.1.1")
+			d, errs := Build(Inputs{Self: self, Nodes: []Node{a, b, c}, Pools: []PoolMode{pool}, Blocks: blocks,
+				Workloads: []model.Workload{web}, HostMTU: 1500, Uplink: "eth0"})
+			if len(errs) != 0 {
+				t.Fatal(errs)
+			}
+			if diff := cmp.Diff(tt.want, routesText(d.Routes)); diff != "" {
+				t.Errorf("routes (-want +got)\n%s", diff)
+			}
+			if d.PodMTU != tt.podMTU || len(d.Tunnels.VTEPs) != tt.vteps || (d.Tunnels.VXLAN != nil) != tt.tunnels {
+				t.Errorf("podMTU %d vteps %d vxlan %v", d.PodMTU, len(d.Tunnels.VTEPs), d.Tunnels.VXLAN)
+			}
+			if tt.tunnels && (d.Tunnels.VXLAN.Address != addr("10.244.1.0") || d.Tunnels.VXLAN.MTU != 1450 || d.Tunnels.VXLAN.Parent != "eth0") {
+				t.Errorf("vxlan %+v", d.Tunnels.VXLAN)
+			}
+		})
+	}
+}
+
+// TestBuildGaps: objects that cannot be routed yet are named; the rest
+// is built.
+func TestBuildGaps(t *testing.T) {
+	a := nodeN("node-a", "198.18.0.11/24", "10.244.1.0")
+	noVX := nodeN("node-b", "198.18.0.12/24", "") // not yet published
+	d, errs := Build(Inputs{Self: a, Nodes: []Node{a, noVX},
+		Pools: []PoolMode{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLAN: model.EncapAlways}},
+		Blocks: []ipam.Block{
+			blk("10.244.1.0/26", "node-a", ipam.StateConfirmed),
+			blk("10.244.2.0/26", "node-b", ipam.StateConfirmed),
+			blk("10.99.0.0/26", "node-b", ipam.StateConfirmed),
+			blk("10.244.5.0/26", "node-gone", ipam.StateConfirmed),
+			blk("10.244.6.7/32", "node-a", ipam.StateConfirmed),
+		}, HostMTU: 1500, Uplink: "eth0"})
+	text := ""
+	for _, e := range errs {
+		text += e.Error() + "\n"
+	}
+	for _, want := range []string{
+		"block 10.244.2.0/26 of node node-b: node has no VXLAN tunnel address yet",
+		"block 10.99.0.0/26: inside no IPPool",
+		`block 10.244.5.0/26: its node "node-gone" is unknown`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("errors lack %q:\n%s", want, text)
+		}
+	}
+	if got := routesText(d.Routes); got != "blackhole 10.244.1.0/26" {
+		t.Errorf("routes %q; want only the own blackhole (none for the /32 block)", got)
+	}
+}

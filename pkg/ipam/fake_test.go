@@ -1,0 +1,95 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+)
+
+// memStore is a Store with the API's concurrency semantics: create fails
+// on an existing name, update and delete fail on a stale version.
+type memStore struct {
+	mu     sync.Mutex
+	pools  []Pool
+	blocks map[string]Block
+	rv     int
+	writes int
+}
+
+func newMem(pools ...Pool) *memStore { return &memStore{pools: pools, blocks: map[string]Block{}} }
+
+func (m *memStore) ListPools(context.Context) ([]Pool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pools), nil
+}
+
+func (m *memStore) ListBlocks(context.Context) ([]Block, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Block
+	for _, b := range m.blocks {
+		b.Allocations = slices.Clone(b.Allocations)
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (m *memStore) GetBlock(_ context.Context, c netip.Prefix) (Block, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blocks[BlockName(c)]
+	if !ok {
+		return Block{}, ErrNotFound
+	}
+	return b, nil
+}
+
+func (m *memStore) next() string { m.rv++; return strconv.Itoa(m.rv) }
+
+func (m *memStore) CreateBlock(_ context.Context, b Block) (Block, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writes++
+	if _, ok := m.blocks[b.Name()]; ok {
+		return Block{}, fmt.Errorf("create %s: %w", b.Name(), ErrExists)
+	}
+	b.Version = m.next()
+	m.blocks[b.Name()] = b
+	return b, nil
+}
+
+func (m *memStore) UpdateBlock(_ context.Context, b Block) (Block, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writes++
+	cur, ok := m.blocks[b.Name()]
+	if !ok {
+		return Block{}, ErrNotFound
+	}
+	if cur.Version != b.Version {
+		return Block{}, fmt.Errorf("update %s at %s (now %s): %w", b.Name(), b.Version, cur.Version, ErrConflict)
+	}
+	b.Version = m.next()
+	b.Allocations = slices.Clone(b.Allocations)
+	m.blocks[b.Name()] = b
+	return b, nil
+}
+
+func (m *memStore) DeleteBlock(_ context.Context, b Block) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writes++
+	cur, ok := m.blocks[b.Name()]
+	if !ok {
+		return ErrNotFound
+	}
+	if cur.Version != b.Version {
+		return ErrConflict
+	}
+	delete(m.blocks, b.Name())
+	return nil
+}

@@ -1,0 +1,244 @@
+// Test addresses: pools inside 10.244.0.0/16.
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func pool(name, cidr string, bs int) Pool {
+	return Pool{Name: name, CIDR: netip.MustParsePrefix(cidr), BlockSize: bs}
+}
+
+func alloc(t *testing.T, s Store, node string, now func() time.Time) *Allocator {
+	t.Helper()
+	a, err := New(Config{Node: node, Logger: quiet, Now: now}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func req(pod string) Request { return Request{Namespace: "default", Pod: pod, ContainerID: "c-" + pod} }
+
+func TestBlockName(t *testing.T) {
+	for in, want := range map[string]string{"10.244.3.64/26": "10-244-3-64-26", "10.244.0.0/32": "10-244-0-0-32"} {
+		if got := BlockName(netip.MustParsePrefix(in)); got != want {
+			t.Errorf("BlockName(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestClaimAndAllocate: the first address claims the lowest block (pending
+// then confirmed), later ones fill it, the 65th claims the next block, and
+// repeating a request returns the same address.
+func TestClaimAndAllocate(t *testing.T) {
+	s := newMem(pool("default", "10.244.0.0/24", 26))
+	a := alloc(t, s, "node-a", nil)
+	ctx := context.Background()
+	r, err := a.Allocate(ctx, req("web-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IP != netip.MustParseAddr("10.244.0.0") || r.Block != netip.MustParsePrefix("10.244.0.0/26") || r.Borrowed {
+		t.Fatalf("first allocation %+v", r)
+	}
+	b, _ := s.GetBlock(ctx, r.Block)
+	if b.State != StateConfirmed || b.Affinity != "node-a" || len(b.Allocations) != 1 || b.Allocations[0].Handle != "default/web-0/c-web-0" {
+		t.Fatalf("block after claim: %+v", b)
+	}
+	again, err := a.Allocate(ctx, req("web-0"))
+	if err != nil || again != r {
+		t.Fatalf("repeat = %+v, %v; want %+v", again, err, r)
+	}
+	for i := 1; i < 64; i++ {
+		if _, err := a.Allocate(ctx, req(fmt.Sprint("p", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r65, err := a.Allocate(ctx, req("p64"))
+	if err != nil || r65.Block != netip.MustParsePrefix("10.244.0.64/26") || r65.IP != netip.MustParseAddr("10.244.0.64") {
+		t.Fatalf("65th = %+v, %v", r65, err)
+	}
+}
+
+// TestBorrowAndExhaust: a /25 pool has two blocks; two nodes claim them;
+// a third node borrows from the others; then the pool is exhausted with
+// an error that names it.
+func TestBorrowAndExhaust(t *testing.T) {
+	s := newMem(pool("small", "10.244.9.0/25", 26))
+	ctx := context.Background()
+	a, b, c := alloc(t, s, "node-a", nil), alloc(t, s, "node-b", nil), alloc(t, s, "node-c", nil)
+	ra, _ := a.Allocate(ctx, req("a0"))
+	rb, _ := b.Allocate(ctx, req("b0"))
+	if ra.Block == rb.Block {
+		t.Fatalf("both nodes in %s", ra.Block)
+	}
+	rc, err := c.Allocate(ctx, req("c0"))
+	if err != nil || !rc.Borrowed {
+		t.Fatalf("node-c: %+v, %v; want a borrowed address", rc, err)
+	}
+	blk, _ := s.GetBlock(ctx, rc.Block)
+	for _, al := range blk.Allocations {
+		if al.IP == rc.IP && al.Node != "node-c" {
+			t.Fatalf("borrowed allocation records node %q", al.Node)
+		}
+	}
+	for i := 1; i < 126; i++ { // a0 + b0 + c0..c125 = 128 = the whole /25
+		if _, err := c.Allocate(ctx, req(fmt.Sprint("c", i))); err != nil {
+			t.Fatalf("allocation %d: %v", i, err)
+		}
+	}
+	_, err = c.Allocate(ctx, req("one-too-many"))
+	if !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "small (10.244.9.0/25)") {
+		t.Fatalf("exhaustion error = %v", err)
+	}
+	_, err = alloc(t, newMem(), "node-x", nil).Allocate(ctx, req("x"))
+	if !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "no enabled IPPool selects node node-x") {
+		t.Fatalf("no-pool error = %v", err)
+	}
+}
+
+// TestConcurrentAllocators: three nodes race for 900 addresses through
+// one store with conflicts; no address is handed out twice and every
+// allocation is recorded.
+func TestConcurrentAllocators(t *testing.T) {
+	s := newMem(pool("default", "10.244.0.0/20", 26))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	results := make([][]Result, 3)
+	errs := make([]error, 3)
+	for n := 0; n < 3; n++ {
+		a := alloc(t, s, fmt.Sprint("node-", n), nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				r, err := a.Allocate(ctx, req(fmt.Sprintf("n%d-p%d", n, i)))
+				if err != nil {
+					errs[n] = err
+					return
+				}
+				results[n] = append(results[n], r)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Addr]string{}
+	for n, rs := range results {
+		if errs[n] != nil {
+			t.Fatal(errs[n])
+		}
+		for _, r := range rs {
+			if prev, dup := seen[r.IP]; dup {
+				t.Fatalf("%s handed out twice (%s and node-%d)", r.IP, prev, n)
+			}
+			seen[r.IP] = fmt.Sprint("node-", n)
+		}
+	}
+	blocks, _ := s.ListBlocks(ctx)
+	recorded := 0
+	for _, b := range blocks {
+		recorded += len(b.Allocations)
+		if b.State != StateConfirmed {
+			t.Errorf("block %s left %s", b.CIDR, b.State)
+		}
+	}
+	if len(seen) != 900 || recorded != 900 {
+		t.Fatalf("%d distinct addresses, %d recorded; want 900", len(seen), recorded)
+	}
+}
+
+// TestReleaseAndEmptyBlock: release is idempotent; an empty block is
+// stamped, kept during the grace period and deleted after it.
+func TestReleaseAndEmptyBlock(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := newMem(pool("default", "10.244.0.0/24", 26))
+	a := alloc(t, s, "node-a", func() time.Time { return now })
+	ctx := context.Background()
+	r, _ := a.Allocate(ctx, req("web"))
+	if err := a.Release(ctx, "default/web/c-web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, "default/web/c-web"); err != nil {
+		t.Fatalf("second release: %v", err)
+	}
+	if rel, err := a.ReleaseEmptyBlocks(ctx); err != nil || len(rel) != 0 {
+		t.Fatalf("first pass released %v, %v", rel, err)
+	}
+	b, _ := s.GetBlock(ctx, r.Block)
+	if !b.EmptySince.Equal(now) {
+		t.Fatalf("empty block not stamped: %+v", b)
+	}
+	now = now.Add(4 * time.Minute)
+	if rel, _ := a.ReleaseEmptyBlocks(ctx); len(rel) != 0 {
+		t.Fatalf("released during grace: %v", rel)
+	}
+	now = now.Add(2 * time.Minute)
+	rel, err := a.ReleaseEmptyBlocks(ctx)
+	if err != nil || len(rel) != 1 || rel[0] != r.Block {
+		t.Fatalf("after grace released %v, %v", rel, err)
+	}
+	if _, err := s.GetBlock(ctx, r.Block); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("block still there: %v", err)
+	}
+}
+
+// TestPendingClaimConfirmedOnRestart: a block left pending by a crash is
+// confirmed by its owner, and no other node takes it.
+func TestPendingClaimConfirmedOnRestart(t *testing.T) {
+	s := newMem(pool("default", "10.244.0.0/26", 26))
+	ctx := context.Background()
+	cidr := netip.MustParsePrefix("10.244.0.0/26")
+	if _, err := s.CreateBlock(ctx, Block{CIDR: cidr, Affinity: "node-a", State: StatePending}); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := alloc(t, s, "node-b", nil).Allocate(ctx, req("b"))
+	if !errors.Is(err, ErrExhausted) {
+		t.Fatalf("node-b took from a pending block: %+v %v", rb, err)
+	}
+	ra, err := alloc(t, s, "node-a", nil).Allocate(ctx, req("a"))
+	if err != nil || ra.Block != cidr {
+		t.Fatalf("owner: %+v %v", ra, err)
+	}
+	b, _ := s.GetBlock(ctx, cidr)
+	if b.State != StateConfirmed {
+		t.Fatalf("state %s", b.State)
+	}
+}
+
+// TestGC releases addresses of deleted pods allocated for this node only,
+// and keeps node addresses.
+func TestGC(t *testing.T) {
+	s := newMem(pool("default", "10.244.0.0/24", 26))
+	ctx := context.Background()
+	a, b := alloc(t, s, "node-a", nil), alloc(t, s, "node-b", nil)
+	a.Allocate(ctx, req("alive"))
+	a.Allocate(ctx, req("dead"))
+	a.Allocate(ctx, Request{Handle: "node/node-a/vxlan"})
+	b.Allocate(ctx, req("other-node-dead"))
+	rel, err := a.GC(ctx, func(ns, pod string) bool { return pod == "alive" })
+	if err != nil || len(rel) != 1 || rel[0] != "default/dead/c-dead" {
+		t.Fatalf("GC released %v, %v", rel, err)
+	}
+	blocks, _ := s.ListBlocks(ctx)
+	var handles []string
+	for _, bl := range blocks {
+		for _, al := range bl.Allocations {
+			handles = append(handles, al.Handle)
+		}
+	}
+	if len(handles) != 3 {
+		t.Fatalf("remaining handles %v", handles)
+	}
+}

@@ -1,0 +1,101 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Errors a Store returns; the allocator retries on ErrConflict and
+// ErrExists with fresh state.
+var (
+	// ErrConflict: the block changed since it was read (resourceVersion
+	// mismatch on update or delete).
+	ErrConflict = errors.New("block changed concurrently")
+	// ErrExists: another writer created the block first (create is the
+	// linearisation point of a claim).
+	ErrExists = errors.New("block already exists")
+	// ErrNotFound: the block does not exist (any more).
+	ErrNotFound = errors.New("block not found")
+)
+
+// Claim states of a block's affinity. A node creates a block as pending
+// (the create is atomic: exactly one node wins a CIDR), then confirms it
+// with a compare-and-swap update. Only confirmed blocks are advertised or
+// blackholed; a pending block found at start is the owner's unfinished
+// claim, which it confirms.
+const (
+	StatePending   = "pending"
+	StateConfirmed = "confirmed"
+)
+
+// Pool is an IPPool as IPAM needs it.
+type Pool struct {
+	Name         string
+	CIDR         netip.Prefix
+	BlockSize    int
+	Disabled     bool
+	NodeSelector string // Calico selector; "" and "all()" select every node
+}
+
+// Allocation is one address handed out from a block.
+type Allocation struct {
+	IP netip.Addr
+	// Handle identifies the owner: "namespace/pod/containerID" for pods,
+	// or a fixed handle for node addresses ("node/<node>/vxlan").
+	Handle      string
+	Namespace   string
+	Pod         string
+	ContainerID string
+	// Node is the node the address was allocated for; it differs from the
+	// block's affinity for a borrowed address.
+	Node string
+}
+
+// Block is an IPAMBlock: a CIDR with an affinity to one node and its
+// allocations, sorted by address.
+type Block struct {
+	CIDR        netip.Prefix
+	Affinity    string // node name, "" for none
+	State       string // StatePending or StateConfirmed
+	Allocations []Allocation
+	// EmptySince is when the block was last seen empty by its owner; the
+	// block is released after the grace period.
+	EmptySince time.Time
+	// Version is the store's opaque resourceVersion; "" for a new block.
+	Version string
+}
+
+// Name is the object name of a block: "10-244-3-64-26" for 10.244.3.64/26.
+func (b Block) Name() string { return BlockName(b.CIDR) }
+
+// BlockName derives an IPAMBlock name from its CIDR.
+func BlockName(p netip.Prefix) string {
+	return strings.ReplaceAll(p.Addr().String(), ".", "-") + "-" + fmt.Sprint(p.Bits())
+}
+
+// Free returns how many addresses of the block are not allocated.
+func (b Block) Free() int { return size(b.CIDR) - len(b.Allocations) }
+
+func size(p netip.Prefix) int { return 1 << (32 - p.Bits()) }
+
+// Store is where blocks and pools live: the Kubernetes API in production
+// (pkg/cluster), a map in the unit tier. Every write is conditional.
+type Store interface {
+	// ListPools returns every IPPool.
+	ListPools(ctx context.Context) ([]Pool, error)
+	// ListBlocks returns every block (possibly from a cache; stale data
+	// surfaces as ErrConflict on write).
+	ListBlocks(ctx context.Context) ([]Block, error)
+	// GetBlock reads one block from the source of truth.
+	GetBlock(ctx context.Context, cidr netip.Prefix) (Block, error)
+	// CreateBlock creates b; ErrExists if its name is taken.
+	CreateBlock(ctx context.Context, b Block) (Block, error)
+	// UpdateBlock writes b if its Version is current; ErrConflict if not.
+	UpdateBlock(ctx context.Context, b Block) (Block, error)
+	// DeleteBlock deletes b if its Version is current.
+	DeleteBlock(ctx context.Context, b Block) error
+}
