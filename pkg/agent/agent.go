@@ -1,0 +1,415 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/netwatch"
+	"github.com/wren-net/wren/pkg/proxyarp"
+	"github.com/wren-net/wren/pkg/routes"
+	"github.com/wren-net/wren/pkg/runner"
+	"github.com/wren-net/wren/pkg/sysctl"
+	"github.com/wren-net/wren/pkg/tunnel"
+)
+
+// Annotations written on the agent's Node (SPEC.md "Names").
+const (
+	AnnotationIPv4     = "wren.network/ipv4-address"
+	AnnotationVXLANIP  = "wren.network/ipv4-vxlan-tunnel-addr"
+	AnnotationVXLANMAC = "wren.network/vxlan-tunnel-mac"
+	AnnotationIPIPIP   = "wren.network/ipv4-ipip-tunnel-addr"
+	AnnotationASNumber = "wren.network/as-number"
+)
+
+// NodeInfo is a Node as the cluster layer reports it.
+type NodeInfo struct {
+	Node
+	Annotations map[string]string
+	InternalIP  netip.Addr // status.addresses InternalIP, if any
+}
+
+// Cluster is the agent's view of the Kubernetes API, implemented by
+// pkg/cluster. Reads come from informer caches; Start pokes on every
+// change and returns when the caches have synced.
+type Cluster interface {
+	Start(ctx context.Context, poke func()) error
+	Nodes() ([]NodeInfo, error)
+	Pools() ([]PoolMode, error)
+	Blocks() ([]ipam.Block, error)
+	IPAMStore() ipam.Store
+	// PublishNode merges annotations into the Node and sets its
+	// NetworkUnavailable condition to False.
+	PublishNode(ctx context.Context, name string, annotations map[string]string) error
+	// PodExists reports whether a pod exists (for address GC).
+	PodExists(namespace, name string) bool
+	// Warn records a Kubernetes Event (and a log line) about a bad object.
+	Warn(kind, name, reason, message string)
+}
+
+// Config configures the agent.
+type Config struct {
+	NodeName     string
+	NodeIPMethod string         // see DetectNodeIP
+	NetNS        netns.NsHandle // <= 0: the agent's own namespace
+	Sysctl       sysctl.FS
+	IfacePattern string // host MTU interfaces; tunnel.DefaultIfacePattern by default
+	Runner       runner.Config
+	Logger       *slog.Logger
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.NodeIPMethod == "" {
+		c.NodeIPMethod = "first-found"
+	}
+	if c.IfacePattern == "" {
+		c.IfacePattern = tunnel.DefaultIfacePattern
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Sysctl.NS == 0 && c.NetNS > 0 {
+		c.Sysctl.NS = c.NetNS
+	}
+	c.Runner.Logger = c.Logger
+}
+
+// Validate reports what is missing.
+func (c Config) Validate() error {
+	if c.NodeName == "" {
+		return errors.New("agent: node name is empty (set --node-name or NODENAME)")
+	}
+	if _, err := regexp.Compile(c.IfacePattern); err != nil {
+		return fmt.Errorf("agent: interface pattern: %w", err)
+	}
+	return nil
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg     Config
+	cluster Cluster
+	log     *slog.Logger
+
+	nl     *netlink.Handle
+	kernel *routes.NetlinkKernel
+	routes *routes.Reconciler
+	tun    *tunnel.Reconciler
+	arp    *proxyarp.Reconciler
+	alloc  *ipam.Allocator
+	run    *runner.Runner
+
+	mu      sync.Mutex
+	self    NodeInfo
+	podMTU  int
+	pinned  map[string]model.Workload // CNI ADDs not yet visible in the cache, by handle
+	started uint64                    // syncs started
+	done    uint64                    // highest sync number completed
+	syncCnd *sync.Cond
+	lastErr error
+}
+
+// New builds an agent; it opens kernel handles but changes nothing yet.
+func New(cfg Config, cluster Cluster) (*Agent, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}}
+	a.syncCnd = sync.NewCond(&a.mu)
+	var err error
+	if cfg.NetNS > 0 {
+		a.nl, err = netlink.NewHandleAt(cfg.NetNS)
+	} else {
+		a.nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	if a.kernel, err = routes.NewKernel(cfg.NetNS, 0); err != nil {
+		return nil, err
+	}
+	if a.routes, err = routes.New(routes.Config{Logger: cfg.Logger.With("component", "routes")}, a.kernel); err != nil {
+		return nil, err
+	}
+	a.tun = tunnel.New(tunnel.Config{Logger: cfg.Logger.With("component", "tunnel")}, a.nl)
+	a.arp = proxyarp.New(proxyarp.Config{Sysctl: cfg.Sysctl, Logger: cfg.Logger.With("component", "proxyarp")}, a.nl)
+	if a.run, err = runner.New(cfg.Runner, a.sync); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Run registers the node, then runs the loop, the kernel watcher and the
+// cluster watches until ctx ends. Kernel state is never flushed on exit.
+func (a *Agent) Run(ctx context.Context) error {
+	ports, err := a.kernel.PortIDs()
+	if err != nil {
+		return err
+	}
+	w, err := netwatch.New(netwatch.Config{NS: a.cfg.NetNS, IgnorePorts: ports, Logger: a.cfg.Logger.With("component", "netwatch")})
+	if err != nil {
+		return err
+	}
+	if err := proxyarp.EnableForwarding(a.cfg.Sysctl); err != nil {
+		return err
+	}
+	// Caches first: nothing is applied before the agent knows the whole
+	// cluster, so a restart deletes no route that is still wanted.
+	a.log.Info("waiting for cluster caches")
+	if err := a.cluster.Start(ctx, a.run.Poke); err != nil {
+		return fmt.Errorf("start cluster watches: %w", err)
+	}
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam")}, a.cluster.IPAMStore())
+	if err != nil {
+		return err
+	}
+	a.alloc = alloc
+	errc := make(chan error, 2)
+	go func() { errc <- w.Run(ctx, a.run.Poke) }()
+	go func() { errc <- a.run.Run(ctx) }()
+	go a.housekeeping(ctx)
+	<-ctx.Done()
+	return nil
+}
+
+// register detects the node IP, refuses a duplicate, and publishes the
+// annotations (tunnel addresses follow once a VXLAN/IPIP pool exists).
+func (a *Agent) register(ctx context.Context) error {
+	nodes, err := a.cluster.Nodes()
+	if err != nil {
+		return err
+	}
+	var self NodeInfo
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			self = n
+		}
+	}
+	if self.Name == "" {
+		return fmt.Errorf("node %s: no Node object with this name; is --node-name right?", a.cfg.NodeName)
+	}
+	ip, err := DetectNodeIP(a.cfg.NodeIPMethod, a.nl, func() (netip.Addr, error) {
+		if !self.InternalIP.IsValid() {
+			return netip.Addr{}, errors.New("Node has no InternalIP address")
+		}
+		return self.InternalIP, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: detect IP: %w", a.cfg.NodeName, err)
+	}
+	for _, n := range nodes {
+		if n.Name != a.cfg.NodeName && n.IP.IsValid() && n.IP.Addr() == ip.Addr.Addr() {
+			return fmt.Errorf("node %s: IP %s is already used by node %s; set --node-ip-method to pick another address, or remove the %s annotation from %s",
+				a.cfg.NodeName, ip.Addr.Addr(), n.Name, AnnotationIPv4, n.Name)
+		}
+	}
+	self.IP = ip.Addr
+	a.mu.Lock()
+	a.self = self
+	a.mu.Unlock()
+	a.log.Info("node address", "ip", ip.Addr, "iface", ip.Iface, "method", a.cfg.NodeIPMethod)
+	return a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{
+		AnnotationIPv4:     ip.Addr.String(),
+		AnnotationVXLANMAC: tunnel.VTEPMAC(a.cfg.NodeName).String(),
+	})
+}
+
+// ensureTunnelAddr allocates and publishes the node's VXLAN tunnel
+// address once a VXLAN pool exists.
+func (a *Agent) ensureTunnelAddr(ctx context.Context, pools []PoolMode, self *Node) error {
+	if self.VXLANTunnelIP.IsValid() {
+		return nil
+	}
+	want := false
+	for _, p := range pools {
+		want = want || (!p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != "")
+	}
+	if !want {
+		return nil
+	}
+	r, err := a.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + a.cfg.NodeName + "/vxlan"})
+	if err != nil {
+		return fmt.Errorf("allocate VXLAN tunnel address: %w", err)
+	}
+	if err := a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{AnnotationVXLANIP: r.IP.String()}); err != nil {
+		return err
+	}
+	self.VXLANTunnelIP = r.IP
+	self.VTEPMAC = tunnel.VTEPMAC(a.cfg.NodeName)
+	return nil
+}
+
+// sync is one level-triggered run: read every input, build the desired
+// state, apply tunnels, veths, routes in that order.
+func (a *Agent) sync(ctx context.Context) error {
+	a.mu.Lock()
+	a.started++
+	n := a.started
+	a.mu.Unlock()
+	err := a.syncOnce(ctx)
+	a.mu.Lock()
+	a.done, a.lastErr = n, err
+	a.syncCnd.Broadcast()
+	a.mu.Unlock()
+	return err
+}
+
+func (a *Agent) syncOnce(ctx context.Context) error {
+	nodes, err := a.cluster.Nodes()
+	if err != nil {
+		return err
+	}
+	pools, err := a.cluster.Pools()
+	if err != nil {
+		return err
+	}
+	blocks, err := a.cluster.Blocks()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	self := a.self
+	pinned := make([]model.Workload, 0, len(a.pinned))
+	for _, w := range a.pinned {
+		pinned = append(pinned, w)
+	}
+	a.mu.Unlock()
+	var peers []Node
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			// Our published tunnel address, as other nodes see it.
+			if !self.VXLANTunnelIP.IsValid() && n.VXLANTunnelIP.IsValid() {
+				self.VXLANTunnelIP, self.VTEPMAC = n.VXLANTunnelIP, n.VTEPMAC
+			}
+			continue
+		}
+		peers = append(peers, n.Node)
+	}
+	var errs []error
+	if err := a.ensureTunnelAddr(ctx, pools, &self.Node); err != nil {
+		errs = append(errs, err)
+	}
+	a.mu.Lock()
+	a.self.VXLANTunnelIP, a.self.VTEPMAC = self.VXLANTunnelIP, self.VTEPMAC
+	a.mu.Unlock()
+
+	mtu, err := tunnel.HostMTU(a.nl, regexp.MustCompile(a.cfg.IfacePattern))
+	if err != nil {
+		return err
+	}
+	uplink, err := a.uplink(self.IP)
+	if err != nil {
+		return err
+	}
+	in := Inputs{Self: self.Node, Nodes: peers, Pools: pools, Blocks: blocks, HostMTU: mtu, Uplink: uplink}
+	podMTU := mtu
+	if d, _ := Build(in); d.PodMTU != 0 {
+		podMTU = d.PodMTU
+	}
+	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, podMTU)
+	d, berrs := Build(in)
+	for _, e := range berrs {
+		a.log.Debug("not routed", "reason", e)
+	}
+	a.mu.Lock()
+	a.podMTU = d.PodMTU
+	a.mu.Unlock()
+	a.tun.Set(d.Tunnels)
+	a.arp.Set(d.Workloads)
+	a.routes.Set(d.Routes)
+	errs = append(errs, a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	return errors.Join(errs...)
+}
+
+// uplink is the interface carrying the node IP (the VXLAN parent and the
+// device of direct routes).
+func (a *Agent) uplink(ip netip.Prefix) (string, error) {
+	res, err := DetectNodeIP("cidr="+netip.PrefixFrom(ip.Addr(), 32).String(), a.nl, nil)
+	if err != nil {
+		return "", fmt.Errorf("find the interface of node IP %s: %w", ip, err)
+	}
+	return res.Iface, nil
+}
+
+// localWorkloads are this node's pods: the addresses IPAM recorded for it
+// (which survive agent restarts) plus CNI ADDs in flight.
+func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, mtu int) []model.Workload {
+	seen := map[netip.Addr]bool{}
+	var ws []model.Workload
+	for _, w := range pinned {
+		w.MTU = mtu
+		ws = append(ws, w)
+		seen[w.IP] = true
+	}
+	for _, b := range blocks {
+		for _, al := range b.Allocations {
+			if al.Node != node || al.Pod == "" || seen[al.IP] {
+				continue
+			}
+			seen[al.IP] = true
+			ws = append(ws, model.Workload{Namespace: al.Namespace, Name: al.Pod, ContainerID: al.ContainerID,
+				HostIface: proxyarp.VethName(al.Namespace, al.Pod), IP: al.IP, MTU: mtu})
+		}
+	}
+	return ws
+}
+
+// housekeeping releases empty blocks and addresses of deleted pods.
+func (a *Agent) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := a.alloc.ReleaseEmptyBlocks(ctx); err != nil {
+			a.log.Warn("release empty blocks", "err", err)
+		}
+		if _, err := a.alloc.GC(ctx, a.cluster.PodExists); err != nil {
+			a.log.Warn("address GC", "err", err)
+		}
+	}
+}
+
+// waitSynced blocks until a sync that started after this call has
+// completed (successfully or not: one bad object elsewhere must not hold
+// up a pod), or ctx ends. It returns that sync's error for the caller to
+// report.
+func (a *Agent) waitSynced(ctx context.Context) error {
+	a.mu.Lock()
+	target := a.started + 1
+	a.mu.Unlock()
+	a.run.Poke()
+	stop := context.AfterFunc(ctx, func() {
+		a.mu.Lock()
+		a.syncCnd.Broadcast()
+		a.mu.Unlock()
+	})
+	defer stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for a.done < target && ctx.Err() == nil {
+		a.syncCnd.Wait()
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("wait for sync: %w (last sync error: %v)", ctx.Err(), a.lastErr)
+	}
+	return a.lastErr
+}
