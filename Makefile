@@ -11,7 +11,8 @@ RTPROTO := /etc/iproute2/rt_protos.d/wren.conf
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/wren-cni ./cmd/cni
+	@if [ -d cmd/agent ]; then $(GO) build -o $(BIN)/wren-agent ./cmd/agent; fi
 
 # deps installs what the tests need on a fresh Debian machine (root).
 deps: install-rtproto

@@ -12,4 +12,11 @@ if ((${#need[@]})); then
 	apt-get update -qq
 	apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# cnitool drives wren-cni in the tests (the test fails under CI=true
+# without it).
+gobin="$(go env GOPATH)/bin"
+if [[ ! -x "$gobin/cnitool" ]]; then
+	echo "deps: installing cnitool"
+	GOBIN="$gobin" go install github.com/containernetworking/cni/cnitool@v1.2.3
+fi
 echo "deps: ok ($(ip -V), $(ping -V 2>&1 | head -1))"

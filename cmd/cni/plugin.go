@@ -1,0 +1,469 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	cniversion "github.com/containernetworking/cni/pkg/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	cniv1 "github.com/wren-net/wren/api/cni/v1"
+)
+
+const (
+	// defaultTimeout bounds one call to the agent. ADD writes the
+	// allocation to the Kubernetes API (a few round trips, retried on
+	// conflicts), so it is generous; the runtime retries on error code 11.
+	defaultTimeout = 30 * time.Second
+	// defaultGateway is the pod gateway when the agent names none: the
+	// link-local address the host answers for by proxy ARP (SPEC.md).
+	defaultGateway = "169.254.1.1"
+)
+
+// NetConf is the plugin's network configuration: the standard fields
+// plus where to reach the agent.
+type NetConf struct {
+	types.NetConf
+	// AgentSocket is the agent's unix socket; cniv1.DefaultSocket if empty.
+	AgentSocket string `json:"agent_socket,omitempty"`
+	// Timeout bounds each call to the agent, as a Go duration ("30s");
+	// defaultTimeout if empty.
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// conf is a parsed, validated NetConf.
+type conf struct {
+	NetConf
+	socket  string
+	timeout time.Duration
+}
+
+// loadConf parses and validates the configuration on stdin. Errors are
+// CNI errors: 6 for JSON that does not decode, 7 for bad values.
+func loadConf(stdin []byte) (*conf, error) {
+	var n NetConf
+	if err := json.Unmarshal(stdin, &n); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("wren-cni: decode network configuration: %s", err), "")
+	}
+	c := &conf{NetConf: n, socket: n.AgentSocket, timeout: defaultTimeout}
+	if c.socket == "" {
+		c.socket = cniv1.DefaultSocket
+	}
+	if !filepath.IsAbs(c.socket) {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("wren-cni: network %q: agent_socket %q must be an absolute path (default %s)", n.Name, n.AgentSocket, cniv1.DefaultSocket), "")
+	}
+	if n.Timeout != "" {
+		d, err := time.ParseDuration(n.Timeout)
+		if err != nil || d <= 0 {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("wren-cni: network %q: timeout %q must be a positive Go duration such as \"30s\"", n.Name, n.Timeout), "")
+		}
+		c.timeout = d
+	}
+	return c, nil
+}
+
+// podArgs are the Kubernetes fields of CNI_ARGS.
+type podArgs struct {
+	Namespace string // K8S_POD_NAMESPACE
+	Name      string // K8S_POD_NAME
+	UID       string // K8S_POD_UID
+}
+
+// parseCNIArgs reads CNI_ARGS ("K1=V1;K2=V2"). Keys it does not know are
+// ignored (runtimes add their own, e.g. K8S_POD_INFRA_CONTAINER_ID), with
+// or without IgnoreUnknown; a pair without "=" is an error (CNI code 4).
+func parseCNIArgs(s string) (podArgs, error) {
+	var a podArgs
+	if s == "" {
+		return a, nil
+	}
+	for _, pair := range strings.Split(s, ";") {
+		if pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || k == "" {
+			return podArgs{}, types.NewError(types.ErrInvalidEnvironmentVariables,
+				fmt.Sprintf("wren-cni: CNI_ARGS: pair %q is not KEY=VALUE", pair), "")
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			a.Namespace = v
+		case "K8S_POD_NAME":
+			a.Name = v
+		case "K8S_POD_UID":
+			a.UID = v
+		}
+	}
+	return a, nil
+}
+
+// requirePod makes sure the runtime said which pod this is: the agent
+// names the host veth after the pod and records the allocation under it.
+func (a podArgs) requirePod(op string, args *skel.CmdArgs) error {
+	var missing []string
+	if a.Namespace == "" {
+		missing = append(missing, "K8S_POD_NAMESPACE")
+	}
+	if a.Name == "" {
+		missing = append(missing, "K8S_POD_NAME")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return types.NewError(types.ErrInvalidEnvironmentVariables,
+		fmt.Sprintf("wren-cni %s container %s: CNI_ARGS lacks %s: wren-cni serves Kubernetes pods and needs the runtime (kubelet via containerd or CRI-O) to pass them",
+			op, shortID(args.ContainerID), strings.Join(missing, " and ")), "")
+}
+
+// pod is the identity shared by every request.
+type pod struct {
+	containerID, netns, ifname, namespace, name, uid, cniVersion string
+}
+
+func podOf(args *skel.CmdArgs, a podArgs, c *conf) pod {
+	return pod{
+		containerID: args.ContainerID, netns: args.Netns, ifname: args.IfName,
+		namespace: a.Namespace, name: a.Name, uid: a.UID, cniVersion: c.CNIVersion,
+	}
+}
+
+// String names the pod in messages: "ns/name (container 0123456789ab)".
+func (p pod) String() string {
+	if p.namespace == "" && p.name == "" {
+		return "container " + shortID(p.containerID)
+	}
+	return fmt.Sprintf("pod %s/%s (container %s)", p.namespace, p.name, shortID(p.containerID))
+}
+
+func (p pod) addRequest() *cniv1.AddRequest {
+	return &cniv1.AddRequest{
+		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
+		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
+	}
+}
+
+func (p pod) delRequest() *cniv1.DelRequest {
+	return &cniv1.DelRequest{
+		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
+		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
+	}
+}
+
+func (p pod) checkRequest(ip netip.Prefix) *cniv1.CheckRequest {
+	r := &cniv1.CheckRequest{
+		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
+		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
+	}
+	if ip.IsValid() {
+		r.Ip = ip.String()
+	}
+	return r
+}
+
+// shortID shortens a container ID the way runtimes print it.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// call opens a connection to the agent's socket, runs fn with a context
+// bounded by the configured timeout, and maps a failure to a CNI error.
+func call(op string, c *conf, p pod, fn func(context.Context, cniv1.CNIClient) error) error {
+	if _, err := os.Stat(c.socket); err != nil {
+		return unreachable(op, c.socket, p, err)
+	}
+	// A unix socket target: gRPC never resolves names or uses a proxy
+	// for it, so the plugin makes no network traffic.
+	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return unreachable(op, c.socket, p, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if err := fn(ctx, cniv1.NewCNIClient(conn)); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// Our deadline passed: whatever the agent managed to say
+			// (its handler sees the same deadline), the cause is time.
+			return timedOut(op, c, p, err)
+		}
+		return rpcError(op, c, p, err)
+	}
+	return nil
+}
+
+// timedOut is the error for an agent that did not answer in time: code
+// 11, so the runtime retries.
+func timedOut(op string, c *conf, p pod, cause error) *types.Error {
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("wren-cni %s %s: wren agent did not answer within %s (raise \"timeout\" in the CNI configuration if the Kubernetes API is slow; the runtime retries)", op, p, c.timeout),
+		cause.Error())
+}
+
+// unreachable is the error for an agent the plugin cannot reach: code 11,
+// so the runtime retries, with the fix in the message.
+func unreachable(op, socket string, p pod, cause error) *types.Error {
+	what := "unreachable"
+	if errors.Is(cause, fs.ErrNotExist) {
+		what = "does not exist"
+	}
+	return types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("wren-cni %s %s: wren agent socket %s %s: is the wren-agent pod running on this node?",
+			op, p, socket, what),
+		cause.Error())
+}
+
+// rpcError maps a failed call to a CNI error. The agent's ErrorDetail
+// decides the code; a status without one is a transport failure
+// (Unavailable: the agent is not listening) or our own deadline.
+func rpcError(op string, c *conf, p pod, err error) *types.Error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni %s %s: %s", op, p, err), "")
+	}
+	prefix := fmt.Sprintf("wren-cni %s %s: ", op, p)
+	reason, detailed := reasonOf(st)
+	if !detailed {
+		switch st.Code() {
+		case codes.Unavailable:
+			return unreachable(op, c.socket, p, err)
+		case codes.DeadlineExceeded:
+			return timedOut(op, c, p, err)
+		case codes.Unimplemented:
+			return types.NewError(types.ErrInternal,
+				prefix+"wren agent does not serve wren.cni.v1: are wren-cni and wren-agent the same release?", st.Message())
+		}
+		return types.NewError(types.ErrInternal, prefix+"wren agent: "+st.Message(), st.Code().String())
+	}
+	msg := st.Message()
+	switch reason {
+	case cniv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:
+		return types.NewError(types.ErrInvalidEnvironmentVariables, prefix+msg, "")
+	case cniv1.ErrorReason_ERROR_REASON_INVALID_NETNS:
+		return types.NewError(types.ErrInvalidNetNS, prefix+msg, "")
+	case cniv1.ErrorReason_ERROR_REASON_NOT_FOUND:
+		return types.NewError(types.ErrUnknownContainer, prefix+msg, "")
+	case cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED:
+		return types.NewError(types.ErrInternal,
+			prefix+"no free pod address: "+msg+" (add an IPPool or enlarge one; wrenctl ipam show lists the blocks)", "")
+	case cniv1.ErrorReason_ERROR_REASON_NOT_READY:
+		return types.NewError(types.ErrTryAgainLater,
+			prefix+"wren agent is not ready: "+msg+" (the runtime retries; the agent's log says what it waits for)", "")
+	case cniv1.ErrorReason_ERROR_REASON_MISMATCH:
+		return types.NewError(types.ErrInternal, prefix+"pod network differs from what ADD built: "+msg, "")
+	}
+	return types.NewError(types.ErrInternal, prefix+"wren agent: "+msg, "")
+}
+
+// reasonOf returns the ErrorDetail reason of st, if it carries one.
+func reasonOf(st *status.Status) (cniv1.ErrorReason, bool) {
+	for _, d := range st.Details() {
+		if ed, ok := d.(*cniv1.ErrorDetail); ok {
+			return ed.GetReason(), true
+		}
+	}
+	return 0, false
+}
+
+// isNotFound reports whether a DEL failed only because the agent knows
+// nothing of the container, which makes the DEL a success.
+func isNotFound(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	if r, detailed := reasonOf(st); detailed {
+		return r == cniv1.ErrorReason_ERROR_REASON_NOT_FOUND
+	}
+	return st.Code() == codes.NotFound
+}
+
+// cmdAdd is CNI ADD: the agent allocates the address (the same one again
+// for a container it already knows) and builds the veth; the result goes
+// to stdout in the configuration's cniVersion.
+func cmdAdd(args *skel.CmdArgs) error {
+	c, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	a, err := parseCNIArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	if err := a.requirePod("ADD", args); err != nil {
+		return err
+	}
+	p := podOf(args, a, c)
+	var reply *cniv1.AddReply
+	err = call("ADD", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
+		var err error
+		reply, err = cl.Add(ctx, p.addRequest())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	res, err := resultFor(reply, args.IfName, args.Netns, c.CNIVersion)
+	if err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni ADD %s: agent result: %s", p, err), "")
+	}
+	return res.Print()
+}
+
+// cmdDel is CNI DEL. It is idempotent: a container the agent does not
+// know is success. An unreachable agent is an error (code 11), not
+// success: the runtime retries DEL until it succeeds, and succeeding
+// without the agent would leave the address allocated in the API and the
+// veth on the node until the agent's garbage collection finds them.
+func cmdDel(args *skel.CmdArgs) error {
+	c, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	a, err := parseCNIArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	// No requirePod: the agent finds the allocation by container ID.
+	p := podOf(args, a, c)
+	return call("DEL", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
+		_, err := cl.Del(ctx, p.delRequest())
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	})
+}
+
+// cmdCheck is CNI CHECK: the agent verifies the pod's network against
+// the address the runtime remembers from ADD (prevResult).
+func cmdCheck(args *skel.CmdArgs) error {
+	c, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	a, err := parseCNIArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	if err := a.requirePod("CHECK", args); err != nil {
+		return err
+	}
+	p := podOf(args, a, c)
+	ip, err := prevAddress(&c.NetConf.NetConf, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("wren-cni CHECK %s: %s", p, err), "")
+	}
+	return call("CHECK", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
+		_, err := cl.Check(ctx, p.checkRequest(ip))
+		return err
+	})
+}
+
+// prevAddress returns the IPv4 address prevResult gives the pod interface
+// ifName: the address whose interface index names ifName, or the only
+// IPv4 address if the result has no interface indexes.
+func prevAddress(n *types.NetConf, ifName string) (netip.Prefix, error) {
+	if n.RawPrevResult == nil {
+		return netip.Prefix{}, errors.New("the network configuration has no prevResult (the runtime must pass the ADD result to CHECK)")
+	}
+	if err := cniversion.ParsePrevResult(n); err != nil {
+		return netip.Prefix{}, fmt.Errorf("prevResult: %w", err)
+	}
+	prev, err := types100.NewResultFromResult(n.PrevResult)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("prevResult: %w", err)
+	}
+	var found []netip.Prefix
+	for _, ipc := range prev.IPs {
+		if ipc.Address.IP.To4() == nil {
+			continue
+		}
+		if ipc.Interface != nil {
+			i := *ipc.Interface
+			if i < 0 || i >= len(prev.Interfaces) || prev.Interfaces[i].Name != ifName || prev.Interfaces[i].Sandbox == "" {
+				continue
+			}
+		}
+		addr, _ := netip.AddrFromSlice(ipc.Address.IP.To4())
+		ones, _ := ipc.Address.Mask.Size()
+		found = append(found, netip.PrefixFrom(addr, ones))
+	}
+	if len(found) != 1 {
+		return netip.Prefix{}, fmt.Errorf("prevResult has %d IPv4 addresses for interface %s, want 1", len(found), ifName)
+	}
+	return found[0], nil
+}
+
+// resultFor turns the agent's reply into the CNI result of the given
+// version: the host veth (no sandbox), the pod interface in its sandbox,
+// the pod's /32 on it with gateway 169.254.1.1, and a default route via
+// the gateway. The link route to the gateway that the agent also adds in
+// the pod is not listed: a CNI route has no scope before spec 1.1.0.
+func resultFor(reply *cniv1.AddReply, ifName, netnsPath, cniVersion string) (types.Result, error) {
+	ip, err := netip.ParsePrefix(reply.GetIp())
+	if err != nil {
+		return nil, fmt.Errorf("pod address: %w", err)
+	}
+	if !ip.Addr().Is4() {
+		return nil, fmt.Errorf("pod address %s is not IPv4", ip)
+	}
+	gws := reply.GetGateway()
+	if gws == "" {
+		gws = defaultGateway
+	}
+	gw, err := netip.ParseAddr(gws)
+	if err != nil || !gw.Is4() {
+		return nil, fmt.Errorf("gateway %q is not an IPv4 address", gws)
+	}
+	mac := reply.GetMac()
+	if mac != "" {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			return nil, fmt.Errorf("pod MAC: %w", err)
+		}
+		mac = hw.String()
+	}
+
+	var ifaces []*types100.Interface
+	if h := reply.GetHostIface(); h != "" {
+		ifaces = append(ifaces, &types100.Interface{Name: h})
+	}
+	ifaces = append(ifaces, &types100.Interface{Name: ifName, Mac: mac, Sandbox: netnsPath})
+	podIdx := len(ifaces) - 1
+	gwIP := net.IP(gw.AsSlice())
+	r := &types100.Result{
+		CNIVersion: "1.0.0",
+		Interfaces: ifaces,
+		IPs: []*types100.IPConfig{{
+			Interface: &podIdx,
+			Address:   net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), 32)},
+			Gateway:   gwIP,
+		}},
+		Routes: []*types.Route{{
+			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			GW:  gwIP,
+		}},
+	}
+	return r.GetAsVersion(cniVersion)
+}
