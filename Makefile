@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin
 RTPROTO := /etc/iproute2/rt_protos.d/wren.conf
 
-.PHONY: all build deps install-rtproto test test-unit vet fmt bench clean clean-netns
+.PHONY: all build deps install-rtproto test test-unit vet fmt bench clean clean-netns generate kube
 
 all: build
 
@@ -17,6 +17,7 @@ build:
 # deps installs what the tests need on a fresh Debian machine (root).
 deps: install-rtproto
 	hack/deps.sh
+	hack/kube/build.sh
 
 # install-rtproto makes "ip route" print "proto wren" for Wren's routes.
 install-rtproto:
@@ -33,6 +34,17 @@ test-unit:
 
 vet:
 	$(GO) vet ./...
+
+# generate rewrites deepcopy code and the CRD manifests from the Go types
+# (the generated files are committed; CI does not regenerate).
+generate:
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./pkg/cluster/v1alpha1/... crd paths=./pkg/cluster/v1alpha1/... output:crd:dir=./deploy/crds
+	hack/gen-proto.sh
+
+# kube builds (once, cached) kube-apiserver and kubectl and installs etcd
+# for the datastore tests and the lab.
+kube:
+	hack/kube/build.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

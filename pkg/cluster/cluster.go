@@ -1,0 +1,49 @@
+// Package cluster is Wren's only door to the Kubernetes API: the scheme
+// with Wren's custom resources (subpackage v1alpha1), a client, and the
+// IPAM store over IPAMBlock and IPPool objects. No other package imports
+// client-go or controller-runtime.
+package cluster
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+)
+
+// AddToScheme registers the built-in Kubernetes types (Nodes, Pods,
+// Events, ...) and Wren's wren.network/v1alpha1 types with s.
+func AddToScheme(s *runtime.Scheme) error {
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return fmt.Errorf("add client-go types: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return fmt.Errorf("add wren.network types: %w", err)
+	}
+	return nil
+}
+
+// Scheme returns a new scheme with the built-in and Wren types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := AddToScheme(s); err != nil {
+		// Registration only fails on conflicting type names: a bug.
+		panic(err)
+	}
+	return s
+}
+
+// NewClient returns an uncached client for the built-in and Wren types:
+// every read goes to the API server. Writes of Wren objects are
+// conditional on the resourceVersion they carry.
+func NewClient(cfg *rest.Config) (client.Client, error) {
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return nil, fmt.Errorf("new kubernetes client for %s: %w", cfg.Host, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,227 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/ipam"
+)
+
+// IPAMStore is pkg/ipam's Store over the Kubernetes API: IPPool and
+// IPAMBlock objects. The API server provides the atomicity IPAM needs:
+//
+//   - CreateBlock is the linearisation point of a claim: the object name
+//     is derived from the CIDR, so of several nodes creating the same
+//     block exactly one succeeds and the others get ipam.ErrExists.
+//   - UpdateBlock and DeleteBlock send the block's Version as the
+//     object's resourceVersion (a precondition for delete); the API server
+//     answers 409 Conflict if the object changed since it was read, which
+//     becomes ipam.ErrConflict.
+//
+// Reads go to the API server (through whatever client it is given: an
+// uncached one from NewClient reads etcd-consistent state; a cached one
+// may be stale, which then surfaces as ipam.ErrConflict on write).
+type IPAMStore struct {
+	c   client.Client
+	log *slog.Logger
+}
+
+var _ ipam.Store = (*IPAMStore)(nil)
+
+// NewIPAMStore returns a store over c, which must know the Wren types
+// (see Scheme). Objects that do not convert (which admission should have
+// refused) are skipped and logged on logger.
+func NewIPAMStore(c client.Client, logger *slog.Logger) *IPAMStore {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &IPAMStore{c: c, log: logger.With("component", "ipamstore")}
+}
+
+// ListPools returns every IPPool.
+func (s *IPAMStore) ListPools(ctx context.Context) ([]ipam.Pool, error) {
+	var l v1alpha1.IPPoolList
+	if err := s.c.List(ctx, &l); err != nil {
+		return nil, fmt.Errorf("list ippools: %w", err)
+	}
+	out := make([]ipam.Pool, 0, len(l.Items))
+	for i := range l.Items {
+		p := &l.Items[i]
+		cidr, err := p.Spec.CIDR.Prefix()
+		if err != nil {
+			s.log.Warn("skipping IPPool", "ippool", p.Name, "field", "spec.cidr", "err", err)
+			continue
+		}
+		out = append(out, ipam.Pool{
+			Name:         p.Name,
+			CIDR:         cidr,
+			BlockSize:    int(p.Spec.BlockSize),
+			Disabled:     p.Spec.Disabled,
+			NodeSelector: p.Spec.NodeSelector,
+		})
+	}
+	return out, nil
+}
+
+// ListBlocks returns every IPAMBlock.
+func (s *IPAMStore) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
+	var l v1alpha1.IPAMBlockList
+	if err := s.c.List(ctx, &l); err != nil {
+		return nil, fmt.Errorf("list ipamblocks: %w", err)
+	}
+	out := make([]ipam.Block, 0, len(l.Items))
+	for i := range l.Items {
+		b, err := BlockFromObject(&l.Items[i])
+		if err != nil {
+			s.log.Warn("skipping IPAMBlock", "ipamblock", l.Items[i].Name, "err", err)
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// GetBlock reads the block of cidr; ipam.ErrNotFound if there is none.
+func (s *IPAMStore) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
+	var o v1alpha1.IPAMBlock
+	name := v1alpha1.BlockName(cidr)
+	if err := s.c.Get(ctx, client.ObjectKey{Name: name}, &o); err != nil {
+		return ipam.Block{}, storeError("get ipamblock "+name, err)
+	}
+	return BlockFromObject(&o)
+}
+
+// CreateBlock creates b (whose Version must be empty); ipam.ErrExists if
+// its name is taken. It returns b with its new Version.
+func (s *IPAMStore) CreateBlock(ctx context.Context, b ipam.Block) (ipam.Block, error) {
+	o := BlockObject(b)
+	if b.Version != "" {
+		return ipam.Block{}, fmt.Errorf("create ipamblock %s: version %q set on a new block", o.Name, b.Version)
+	}
+	if err := s.c.Create(ctx, o); err != nil {
+		return ipam.Block{}, storeError("create ipamblock "+o.Name, err)
+	}
+	return BlockFromObject(o)
+}
+
+// UpdateBlock writes b if b.Version is still the object's
+// resourceVersion; ipam.ErrConflict if not, ipam.ErrNotFound if the block
+// was deleted. It returns b with its new Version.
+func (s *IPAMStore) UpdateBlock(ctx context.Context, b ipam.Block) (ipam.Block, error) {
+	o := BlockObject(b)
+	if b.Version == "" {
+		// The API server refuses it too ("must be specified for an
+		// update"); say why here.
+		return ipam.Block{}, fmt.Errorf("update ipamblock %s: no version to compare", o.Name)
+	}
+	if err := s.c.Update(ctx, o); err != nil {
+		return ipam.Block{}, storeError("update ipamblock "+o.Name, err)
+	}
+	return BlockFromObject(o)
+}
+
+// DeleteBlock deletes b if b.Version is still the object's
+// resourceVersion; ipam.ErrConflict if not, ipam.ErrNotFound if it is
+// already gone.
+func (s *IPAMStore) DeleteBlock(ctx context.Context, b ipam.Block) error {
+	name := v1alpha1.BlockName(b.CIDR)
+	if b.Version == "" {
+		return fmt.Errorf("delete ipamblock %s: no version to compare", name)
+	}
+	o := &v1alpha1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := s.c.Delete(ctx, o, client.Preconditions{ResourceVersion: &b.Version}); err != nil {
+		return storeError("delete ipamblock "+name, err)
+	}
+	return nil
+}
+
+// storeError maps API status errors to ipam's sentinel errors, keeping the
+// server's message.
+func storeError(op string, err error) error {
+	var sentinel error
+	switch {
+	case apierrors.IsConflict(err):
+		sentinel = ipam.ErrConflict
+	case apierrors.IsAlreadyExists(err):
+		sentinel = ipam.ErrExists
+	case apierrors.IsNotFound(err):
+		sentinel = ipam.ErrNotFound
+	default:
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, sentinel, err)
+}
+
+// BlockObject converts an ipam.Block to its IPAMBlock object, with
+// Version as resourceVersion.
+func BlockObject(b ipam.Block) *v1alpha1.IPAMBlock {
+	o := &v1alpha1.IPAMBlock{
+		ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.BlockName(b.CIDR), ResourceVersion: b.Version},
+		Spec: v1alpha1.IPAMBlockSpec{
+			CIDR:     v1alpha1.CIDR(b.CIDR.String()),
+			Affinity: b.Affinity,
+			State:    v1alpha1.BlockState(b.State),
+		},
+	}
+	if !b.EmptySince.IsZero() {
+		t := metav1.NewTime(b.EmptySince)
+		o.Spec.EmptySince = &t
+	}
+	for _, a := range b.Allocations {
+		o.Spec.Allocations = append(o.Spec.Allocations, v1alpha1.IPAllocation{
+			IP:          a.IP.String(),
+			Handle:      a.Handle,
+			Namespace:   a.Namespace,
+			Pod:         a.Pod,
+			ContainerID: a.ContainerID,
+			Node:        a.Node,
+		})
+	}
+	return o
+}
+
+// BlockFromObject converts an IPAMBlock object to an ipam.Block, with its
+// resourceVersion as Version.
+func BlockFromObject(o *v1alpha1.IPAMBlock) (ipam.Block, error) {
+	cidr, err := o.Spec.CIDR.Prefix()
+	if err != nil {
+		return ipam.Block{}, fmt.Errorf("ipamblock %s: spec.cidr: %w", o.Name, err)
+	}
+	b := ipam.Block{
+		CIDR:     cidr,
+		Affinity: o.Spec.Affinity,
+		State:    string(o.Spec.State),
+		Version:  o.ResourceVersion,
+	}
+	if o.Spec.EmptySince != nil {
+		b.EmptySince = o.Spec.EmptySince.Time
+	}
+	var errs []error
+	for i, a := range o.Spec.Allocations {
+		ip, err := netip.ParseAddr(a.IP)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.allocations[%d].ip: %w", i, err))
+			continue
+		}
+		b.Allocations = append(b.Allocations, ipam.Allocation{
+			IP:          ip,
+			Handle:      a.Handle,
+			Namespace:   a.Namespace,
+			Pod:         a.Pod,
+			ContainerID: a.ContainerID,
+			Node:        a.Node,
+		})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return ipam.Block{}, fmt.Errorf("ipamblock %s: %w", o.Name, err)
+	}
+	return b, nil
+}
