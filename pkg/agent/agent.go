@@ -32,20 +32,13 @@ const (
 	AnnotationASNumber = "wren.network/as-number"
 )
 
-// NodeInfo is a Node as the cluster layer reports it.
-type NodeInfo struct {
-	Node
-	Annotations map[string]string
-	InternalIP  netip.Addr // status.addresses InternalIP, if any
-}
-
 // Cluster is the agent's view of the Kubernetes API, implemented by
 // pkg/cluster. Reads come from informer caches; Start pokes on every
 // change and returns when the caches have synced.
 type Cluster interface {
 	Start(ctx context.Context, poke func()) error
-	Nodes() ([]NodeInfo, error)
-	Pools() ([]PoolMode, error)
+	Nodes() ([]model.NodeInfo, error)
+	Pools() ([]model.PoolMode, error)
 	Blocks() ([]ipam.Block, error)
 	IPAMStore() ipam.Store
 	// PublishNode merges annotations into the Node and sets its
@@ -111,7 +104,7 @@ type Agent struct {
 	run    *runner.Runner
 
 	mu      sync.Mutex
-	self    NodeInfo
+	self    model.NodeInfo
 	podMTU  int
 	pinned  map[string]model.Workload // CNI ADDs not yet visible in the cache, by handle
 	started uint64                    // syncs started
@@ -183,8 +176,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { errc <- w.Run(ctx, a.run.Poke) }()
 	go func() { errc <- a.run.Run(ctx) }()
 	go a.housekeeping(ctx)
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("agent loop stopped: %w", err)
+	}
 }
 
 // register detects the node IP, refuses a duplicate, and publishes the
@@ -194,7 +194,7 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var self NodeInfo
+	var self model.NodeInfo
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
 			self = n
@@ -231,7 +231,7 @@ func (a *Agent) register(ctx context.Context) error {
 
 // ensureTunnelAddr allocates and publishes the node's VXLAN tunnel
 // address once a VXLAN pool exists.
-func (a *Agent) ensureTunnelAddr(ctx context.Context, pools []PoolMode, self *Node) error {
+func (a *Agent) ensureTunnelAddr(ctx context.Context, pools []model.PoolMode, self *model.Node) error {
 	if self.VXLANTunnelIP.IsValid() {
 		return nil
 	}
@@ -289,7 +289,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		pinned = append(pinned, w)
 	}
 	a.mu.Unlock()
-	var peers []Node
+	var peers []model.Node
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
 			// Our published tunnel address, as other nodes see it.
@@ -412,4 +412,18 @@ func (a *Agent) waitSynced(ctx context.Context) error {
 		return fmt.Errorf("wait for sync: %w (last sync error: %v)", ctx.Err(), a.lastErr)
 	}
 	return a.lastErr
+}
+
+// Ready reports whether the node is registered and one full sync has
+// completed since start (served on /readyz).
+func (a *Agent) Ready() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.alloc == nil:
+		return errors.New("registering the node")
+	case a.done == 0:
+		return errors.New("first sync not completed")
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 
@@ -15,36 +14,11 @@ import (
 	"github.com/wren-net/wren/pkg/tunnel"
 )
 
-// Node is what the agent knows of a node from its Node object and
-// annotations.
-type Node struct {
-	Name string
-	// IP is the node's underlay address with its real prefix length
-	// (wren.network/ipv4-address): CrossSubnet compares subnets with it.
-	IP netip.Prefix
-	// VXLANTunnelIP and VTEPMAC come from wren.network/ipv4-vxlan-tunnel-addr
-	// and wren.network/vxlan-tunnel-mac; IPIPTunnelIP from
-	// wren.network/ipv4-ipip-tunnel-addr. Invalid until the node's agent
-	// has allocated and published them.
-	VXLANTunnelIP netip.Addr
-	VTEPMAC       net.HardwareAddr
-	IPIPTunnelIP  netip.Addr
-}
-
-// PoolMode is the encapsulation part of an IPPool.
-type PoolMode struct {
-	Name     string
-	CIDR     netip.Prefix
-	VXLAN    model.EncapMode
-	IPIP     model.EncapMode
-	Disabled bool
-}
-
 // Inputs is everything the desired state depends on.
 type Inputs struct {
-	Self      Node
-	Nodes     []Node // every node, Self included or not
-	Pools     []PoolMode
+	Self      model.Node
+	Nodes     []model.Node // every node, Self included or not
+	Pools     []model.PoolMode
 	Blocks    []ipam.Block
 	Workloads []model.Workload // local pods
 	HostMTU   int
@@ -57,7 +31,7 @@ type Inputs struct {
 func Build(in Inputs) (model.Desired, []error) {
 	var d model.Desired
 	var errs []error
-	nodes := map[string]Node{}
+	nodes := map[string]model.Node{}
 	for _, n := range in.Nodes {
 		nodes[n.Name] = n
 	}
@@ -158,7 +132,7 @@ func Build(in Inputs) (model.Desired, []error) {
 // remoteRoute routes dst to node n by the pool's mode: VXLAN via its VTEP
 // (onlink), IPIP via its node IP on tunl0 (onlink), or directly over the
 // underlay; CrossSubnet encapsulates only towards other subnets.
-func remoteRoute(in Inputs, pool PoolMode, n Node, dst netip.Prefix) (model.Route, error) {
+func remoteRoute(in Inputs, pool model.PoolMode, n model.Node, dst netip.Prefix) (model.Route, error) {
 	if !n.IP.IsValid() {
 		return model.Route{}, errors.New("node has no wren.network/ipv4-address yet")
 	}
@@ -179,21 +153,21 @@ func remoteRoute(in Inputs, pool PoolMode, n Node, dst netip.Prefix) (model.Rout
 		OnLink: pool.VXLAN == model.EncapCrossSubnet}, nil
 }
 
-func poolOf(pools []PoolMode, cidr netip.Prefix) (PoolMode, bool) {
+func poolOf(pools []model.PoolMode, cidr netip.Prefix) (model.PoolMode, bool) {
 	for _, p := range pools {
 		if p.CIDR.Contains(cidr.Addr()) && p.CIDR.Bits() <= cidr.Bits() {
 			return p, true
 		}
 	}
-	return PoolMode{}, false
+	return model.PoolMode{}, false
 }
 
-func sortedNodes(m map[string]Node) []Node {
-	out := make([]Node, 0, len(m))
+func sortedNodes(m map[string]model.Node) []model.Node {
+	out := make([]model.Node, 0, len(m))
 	for _, n := range m {
 		out = append(out, n)
 	}
-	slices.SortFunc(out, func(a, b Node) int {
+	slices.SortFunc(out, func(a, b model.Node) int {
 		switch {
 		case a.Name < b.Name:
 			return -1

@@ -18,8 +18,8 @@ var (
 	addr = netip.MustParseAddr
 )
 
-func nodeN(name, ip, vx string) Node {
-	n := Node{Name: name, IP: pfx(ip)}
+func nodeN(name, ip, vx string) model.Node {
+	n := model.Node{Name: name, IP: pfx(ip)}
 	if vx != "" {
 		n.VXLANTunnelIP, n.VTEPMAC = addr(vx), tunnel.VTEPMAC(name)
 	}
@@ -53,34 +53,34 @@ func TestBuild(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		mode    PoolMode
+		mode    model.PoolMode
 		want    string
 		podMTU  int
 		vteps   int
 		tunnels bool
 	}{
-		{"vxlan always", PoolMode{VXLAN: model.EncapAlways, IPIP: model.EncapNever}, strings.Join([]string{
+		{"vxlan always", model.PoolMode{VXLAN: model.EncapAlways, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1450, 2, true},
-		{"vxlan cross subnet", PoolMode{VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever}, strings.Join([]string{
+		{"vxlan cross subnet", model.PoolMode{VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0 onlink",
 			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1450, 2, true},
-		{"ipip cross subnet", PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapCrossSubnet}, strings.Join([]string{
+		{"ipip cross subnet", model.PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapCrossSubnet}, strings.Join([]string{
 			"10.244.1.40/32 via 198.18.1.13 dev tunl0 onlink mtu 1480",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0",
 			"10.244.3.0/26 via 198.18.1.13 dev tunl0 onlink mtu 1480",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1480, 0, false},
-		{"no encap", PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapNever}, strings.Join([]string{
+		{"no encap", model.PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 198.18.1.13 dev eth0",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0",
@@ -94,7 +94,7 @@ func TestBuild(t *testing.T) {
 			pool.Name, pool.CIDR = "default", pfx("10.244.0.0/16")
 			self := a
 			self.IPIPTunnelIP = addr("10.244.1.1")
-			d, errs := Build(Inputs{Self: self, Nodes: []Node{a, b, c}, Pools: []PoolMode{pool}, Blocks: blocks,
+			d, errs := Build(Inputs{Self: self, Nodes: []model.Node{a, b, c}, Pools: []model.PoolMode{pool}, Blocks: blocks,
 				Workloads: []model.Workload{web}, HostMTU: 1500, Uplink: "eth0"})
 			if len(errs) != 0 {
 				t.Fatal(errs)
@@ -117,8 +117,8 @@ func TestBuild(t *testing.T) {
 func TestBuildGaps(t *testing.T) {
 	a := nodeN("node-a", "198.18.0.11/24", "10.244.1.0")
 	noVX := nodeN("node-b", "198.18.0.12/24", "") // not yet published
-	d, errs := Build(Inputs{Self: a, Nodes: []Node{a, noVX},
-		Pools: []PoolMode{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLAN: model.EncapAlways}},
+	d, errs := Build(Inputs{Self: a, Nodes: []model.Node{a, noVX},
+		Pools: []model.PoolMode{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLAN: model.EncapAlways}},
 		Blocks: []ipam.Block{
 			blk("10.244.1.0/26", "node-a", ipam.StateConfirmed),
 			blk("10.244.2.0/26", "node-b", ipam.StateConfirmed),

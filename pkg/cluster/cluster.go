@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
@@ -46,4 +47,21 @@ func NewClient(cfg *rest.Config) (client.Client, error) {
 		return nil, fmt.Errorf("new kubernetes client for %s: %w", cfg.Host, err)
 	}
 	return c, nil
+}
+
+// RESTConfig loads a client configuration: the kubeconfig at path, or the
+// in-cluster service account when path is "".
+func RESTConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (pass --kubeconfig outside a pod): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
 }

@@ -1,0 +1,87 @@
+// Command wren-agent is the node agent: it watches the cluster, programs
+// the node's dataplane and serves the CNI plugin on a unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+
+	cniv1 "github.com/wren-net/wren/api/cni/v1"
+	"github.com/wren-net/wren/pkg/agent"
+	"github.com/wren-net/wren/pkg/cluster"
+	"github.com/wren-net/wren/pkg/cniserver"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var cfg agent.Config
+	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig path; empty means in-cluster")
+	socket := flag.String("socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
+	health := flag.String("health-addr", ":9099", "address of /livez and /readyz")
+	debug := flag.Bool("debug", false, "log at debug level")
+	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
+	flag.StringVar(&cfg.NodeIPMethod, "node-ip-method", "first-found", "first-found | interface=RE | skip-interface=RE | can-reach=IP | cidr=CIDR | kubernetes-internal-ip")
+	flag.Parse()
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+	if err := serve(cfg, *kubeconfig, *socket, *health); err != nil {
+		log.Error("wren-agent stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg agent.Config, kubeconfig, socket, health string) error {
+	// On SIGTERM the agent just exits: kernel routes, veths and tunnels
+	// stay, so pods keep their connectivity across agent restarts.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	rc, err := cluster.RESTConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	view, err := cluster.NewView(rc, cfg.NodeName, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(cfg, view)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Addr: health, Handler: mux}
+	errc := make(chan error, 3)
+	go func() { errc <- fmt.Errorf("health server: %w", srv.ListenAndServe()) }()
+	go func() { errc <- cniserver.Serve(ctx, socket, a, cfg.Logger) }()
+	go func() { errc <- a.Run(ctx) }()
+	select {
+	case <-ctx.Done():
+		_ = srv.Close()
+		return nil
+	case err := <-errc:
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+}

@@ -1,0 +1,273 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
+)
+
+// Node annotations (SPEC.md "Names").
+const (
+	AnnotationIPv4     = "wren.network/ipv4-address"
+	AnnotationVXLANIP  = "wren.network/ipv4-vxlan-tunnel-addr"
+	AnnotationVXLANMAC = "wren.network/vxlan-tunnel-mac"
+	AnnotationIPIPIP   = "wren.network/ipv4-ipip-tunnel-addr"
+)
+
+// View is the agent's view of the cluster: informer caches of Nodes,
+// IPPools, IPAMBlocks and this node's Pods, with writes going straight to
+// the API. It satisfies agent.Cluster.
+type View struct {
+	node  string
+	cfg   *rest.Config
+	c     client.Client
+	cache cache.Cache
+	store *IPAMStore
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	warned map[string]bool // object/reason/message already reported
+}
+
+// NewView connects to the API; Start begins the watches.
+func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) {
+	c, err := NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := cache.New(cfg, cache.Options{
+		Scheme: Scheme(),
+		ByObject: map[client.Object]cache.ByObject{
+			// Only this node's pods: address GC asks about them alone.
+			&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.nodeName", node)},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("informer cache: %w", err)
+	}
+	log := logger.With("component", "cluster")
+	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, log), log: log, warned: map[string]bool{}}, nil
+}
+
+// Start registers poke on every watched kind, starts the informers and
+// returns once their caches have synced.
+func (v *View) Start(ctx context.Context, poke func()) error {
+	h := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke() },
+		UpdateFunc: func(any, any) { poke() },
+		DeleteFunc: func(any) { poke() },
+	}
+	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}} {
+		inf, err := v.cache.GetInformer(ctx, o)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", o, err)
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
+			return err
+		}
+	}
+	go func() {
+		if err := v.cache.Start(ctx); err != nil {
+			v.log.Error("informers stopped", "err", err)
+		}
+	}()
+	if !v.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("caches did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+// Nodes returns every Node with Wren's annotations parsed. A malformed
+// annotation is reported and ignored.
+func (v *View) Nodes() ([]model.NodeInfo, error) {
+	var l corev1.NodeList
+	if err := v.cache.List(context.Background(), &l); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := make([]model.NodeInfo, 0, len(l.Items))
+	for i := range l.Items {
+		n := &l.Items[i]
+		ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Annotations: n.Annotations}
+		if s := n.Annotations[AnnotationIPv4]; s != "" {
+			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+				ni.IP = p
+			} else {
+				v.Warn("Node", n.Name, "BadAnnotation", fmt.Sprintf("annotation %s=%q is not an IPv4 address in CIDR form (like 198.18.0.11/24)", AnnotationIPv4, s))
+			}
+		}
+		if s := n.Annotations[AnnotationVXLANIP]; s != "" {
+			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+				ni.VXLANTunnelIP = a
+			}
+		}
+		if s := n.Annotations[AnnotationVXLANMAC]; s != "" {
+			if m, err := net.ParseMAC(s); err == nil && len(m) == 6 {
+				ni.VTEPMAC = m
+			}
+		}
+		if s := n.Annotations[AnnotationIPIPIP]; s != "" {
+			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+				ni.IPIPTunnelIP = a
+			}
+		}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+					ni.InternalIP = ip
+				}
+			}
+		}
+		out = append(out, ni)
+	}
+	return out, nil
+}
+
+// Pools returns the usable IPPools. What admission could not catch is
+// reported as an Event naming the pool and left out: a pool overlapping
+// an older one, or one with both encapsulations set (written by a client
+// that skipped validation).
+func (v *View) Pools() ([]model.PoolMode, error) {
+	var l v1alpha1.IPPoolList
+	if err := v.cache.List(context.Background(), &l); err != nil {
+		return nil, fmt.Errorf("list ippools: %w", err)
+	}
+	items := l.Items
+	// Older pools win an overlap; name breaks ties.
+	slices.SortFunc(items, func(a, b v1alpha1.IPPool) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	var out []model.PoolMode
+	for i := range items {
+		p := &items[i]
+		cidr, err := p.Spec.CIDR.Prefix()
+		if err != nil {
+			v.Warn("IPPool", p.Name, "InvalidCIDR", fmt.Sprintf("spec.cidr: %v; the pool is ignored", err))
+			continue
+		}
+		vx, ip := model.EncapMode(p.Spec.VXLANMode), model.EncapMode(p.Spec.IPIPMode)
+		if vx == "" {
+			vx = model.EncapNever
+		}
+		if ip == "" {
+			ip = model.EncapNever
+		}
+		if vx != model.EncapNever && ip != model.EncapNever {
+			v.Warn("IPPool", p.Name, "BothEncapsulations", fmt.Sprintf("spec.ipipMode=%s and spec.vxlanMode=%s: at most one may be enabled; the pool is ignored until one is Never", ip, vx))
+			continue
+		}
+		if j := slices.IndexFunc(out, func(o model.PoolMode) bool { return o.CIDR.Overlaps(cidr) }); j >= 0 {
+			v.Warn("IPPool", p.Name, "OverlappingPool", fmt.Sprintf("spec.cidr %s overlaps IPPool %s (%s); the newer pool is ignored", cidr, out[j].Name, out[j].CIDR))
+			continue
+		}
+		out = append(out, model.PoolMode{Name: p.Name, CIDR: cidr, VXLAN: vx, IPIP: ip, Disabled: p.Spec.Disabled})
+	}
+	return out, nil
+}
+
+// Blocks returns every IPAMBlock from the cache.
+func (v *View) Blocks() ([]ipam.Block, error) {
+	var l v1alpha1.IPAMBlockList
+	if err := v.cache.List(context.Background(), &l); err != nil {
+		return nil, fmt.Errorf("list ipamblocks: %w", err)
+	}
+	out := make([]ipam.Block, 0, len(l.Items))
+	for i := range l.Items {
+		b, err := BlockFromObject(&l.Items[i])
+		if err != nil {
+			v.Warn("IPAMBlock", l.Items[i].Name, "InvalidBlock", err.Error())
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// IPAMStore is the API-backed store the allocator writes through.
+func (v *View) IPAMStore() ipam.Store { return v.store }
+
+// PublishNode merges annotations into the Node and marks its network
+// available (condition NetworkUnavailable=False, as Calico does).
+func (v *View) PublishNode(ctx context.Context, name string, annotations map[string]string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	if err != nil {
+		return err
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := v.c.Patch(ctx, n, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("annotate node %s: %w", name, err)
+	}
+	now := metav1.NewTime(time.Now())
+	cond := corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "WrenIsUp", Message: "Wren agent is running on this node", LastTransitionTime: now, LastHeartbeatTime: now}
+	sp, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	// A strategic merge patch merges conditions by type.
+	if err := v.c.Status().Patch(ctx, n, client.RawPatch(types.StrategicMergePatchType, sp)); err != nil {
+		return fmt.Errorf("set NetworkUnavailable=False on node %s: %w", name, err)
+	}
+	return nil
+}
+
+// PodExists reports whether a pod on this node exists. When unsure (a
+// cache error), it says yes: GC must never free a live pod's address.
+func (v *View) PodExists(namespace, name string) bool {
+	err := v.cache.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &corev1.Pod{})
+	return !apierrors.IsNotFound(err)
+}
+
+// Warn logs a problem with an object and records a Warning Event on it,
+// once per distinct message.
+func (v *View) Warn(kind, name, reason, message string) {
+	key := kind + "/" + name + "/" + reason + "/" + message
+	v.mu.Lock()
+	seen := v.warned[key]
+	v.warned[key] = true
+	v.mu.Unlock()
+	if seen {
+		return
+	}
+	v.log.Warn(message, "kind", kind, "name", name, "reason", reason)
+	apiVersion := v1alpha1.GroupVersion.String()
+	if kind == "Node" || kind == "Pod" {
+		apiVersion = "v1"
+	}
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: strings.ToLower(name) + ".", Namespace: metav1.NamespaceDefault},
+		InvolvedObject: corev1.ObjectReference{Kind: kind, Name: name, APIVersion: apiVersion},
+		Reason:         reason, Message: message, Type: corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "wren-agent", Host: v.node},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := v.c.Create(ctx, ev); err != nil {
+		v.log.Warn("record event", "err", err)
+	}
+}
