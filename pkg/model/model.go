@@ -170,3 +170,35 @@ type Desired struct {
 	Routes    []Route
 	PodMTU    int // MTU handed to the CNI plugin for new pods
 }
+
+// Node is what the agent knows of a node from its Node object and
+// annotations.
+type Node struct {
+	Name string
+	// IP is the node's underlay address with its real prefix length
+	// (wren.network/ipv4-address): CrossSubnet compares subnets with it.
+	IP netip.Prefix
+	// VXLANTunnelIP and VTEPMAC come from wren.network/ipv4-vxlan-tunnel-addr
+	// and wren.network/vxlan-tunnel-mac; IPIPTunnelIP from
+	// wren.network/ipv4-ipip-tunnel-addr. Invalid until the node's agent
+	// has allocated and published them.
+	VXLANTunnelIP netip.Addr
+	VTEPMAC       net.HardwareAddr
+	IPIPTunnelIP  netip.Addr
+}
+
+// PoolMode is the encapsulation part of an IPPool.
+type PoolMode struct {
+	Name     string
+	CIDR     netip.Prefix
+	VXLAN    EncapMode
+	IPIP     EncapMode
+	Disabled bool
+}
+
+// NodeInfo is a Node as the cluster layer reports it.
+type NodeInfo struct {
+	Node
+	Annotations map[string]string
+	InternalIP  netip.Addr // status.addresses InternalIP, if any
+}
