@@ -33,6 +33,7 @@ type agentNode struct {
 	ns   *nstest.NS
 	ip   netip.Prefix
 	a    *agent.Agent
+	stop func() // ends the agent like kill -9 would: no cleanup at all
 	pods []*agentPod
 }
 
@@ -92,11 +93,21 @@ func (ac *agentCluster) addNode(name string, sw *nstest.Switch, addr string) *ag
 	ns := nstest.New(t, name)
 	sw.Attach(t, ns, "eth0", addr, 0)
 	ns.AddRoute(t, "default", "via", ip.Masked().Addr().Next().String())
-	view, err := wcluster.NewView(ac.rc, name, quiet)
+	an := &agentNode{name: name, ns: ns, ip: ip}
+	ac.startAgent(an)
+	ac.nodes = append(ac.nodes, an)
+	return an
+}
+
+// startAgent starts (or restarts) the node's agent and waits until ready.
+func (ac *agentCluster) startAgent(an *agentNode) {
+	t := ac.t
+	t.Helper()
+	view, err := wcluster.NewView(ac.rc, an.name, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{NodeName: name, NodeIPMethod: "interface=eth0", NetNS: ns.Handle, Logger: quiet,
+	a, err := agent.New(agent.Config{NodeName: an.name, NodeIPMethod: "interface=eth0", NetNS: an.ns.Handle, Logger: quiet,
 		Runner: runner.Config{MinInterval: 50 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: time.Second}}, view)
 	if err != nil {
 		t.Fatal(err)
@@ -104,16 +115,20 @@ func (ac *agentCluster) addNode(name string, sw *nstest.Switch, addr string) *ag
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
-	t.Cleanup(func() {
+	stopped := false
+	an.a = a
+	an.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("agent %s: %v", name, err)
+			t.Errorf("agent %s: %v", an.name, err)
 		}
-	})
-	an := &agentNode{name: name, ns: ns, ip: ip, a: a}
-	nstest.Poll(t, 20*time.Second, "agent "+name+" ready", a.Ready)
-	ac.nodes = append(ac.nodes, an)
-	return an
+	}
+	t.Cleanup(an.stop)
+	nstest.Poll(t, 20*time.Second, "agent "+an.name+" ready", a.Ready)
 }
 
 // addPod creates the Pod object and its namespace and runs CNI ADD.
