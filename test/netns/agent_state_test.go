@@ -252,3 +252,57 @@ func TestAgentRestart(t *testing.T) {
 	ac.assertStates(false)
 	ac.pingMatrix(10 * time.Second)
 }
+
+// TestAgentBorrow: a /25 pool has two /26 blocks; node-a and node-b claim
+// them, so node-c borrows its tunnel address and its pod's address from
+// them. The borrowed pod is reachable from every node although the
+// owner blackholes its block: the /32 to node-c wins by longest prefix.
+func TestAgentBorrow(t *testing.T) {
+	ac := newAgentCluster(t)
+	ac.poolCIDR(v1alpha1.EncapAlways, "10.244.7.0/25")
+	a := ac.addNode("node-a", ac.sw1, "198.18.0.11/24")
+	ac.addPod(a, "node-a-web")
+	b := ac.addNode("node-b", ac.sw1, "198.18.0.12/24")
+	ac.addPod(b, "node-b-web")
+	c := ac.addNode("node-c", ac.sw2, "198.18.1.13/24")
+	borrowed := ac.addPod(c, "node-c-web")
+	blocks, _ := ac.clusterFacts()
+	if len(blocks["node-c"]) != 0 {
+		t.Fatalf("node-c claimed %v; the pool should have no free block", blocks["node-c"])
+	}
+	var owner *agentNode
+	for _, n := range []*agentNode{a, b} {
+		for _, bl := range blocks[n.name] {
+			if bl.Contains(borrowed.ip) {
+				owner = n
+			}
+		}
+	}
+	if owner == nil {
+		t.Fatalf("borrowed %s is in no block of node-a or node-b: %v", borrowed.ip, blocks)
+	}
+	t.Logf("node-c's pod borrowed %s from %s's block", borrowed.ip, owner.name)
+	ac.pingMatrix(20 * time.Second)
+	// On the owner: blackhole for the block and a /32 to node-c over VXLAN.
+	out := owner.ns.MustRun(t, "ip", "route", "get", borrowed.ip.String())
+	if !strings.Contains(out, "dev "+tunnel.VXLANName) {
+		t.Fatalf("owner %s routes the borrowed %s as: %s", owner.name, borrowed.ip, out)
+	}
+	own := map[string]netlink.Route{}
+	rs, err := owner.ns.NL.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: routes.Protocol},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		own[r.Dst.String()] = r
+	}
+	for _, bl := range blocks[owner.name] {
+		if r, ok := own[bl.String()]; !ok || r.Type != unix.RTN_BLACKHOLE {
+			t.Errorf("owner %s: no blackhole for its block %s", owner.name, bl)
+		}
+	}
+	if r, ok := own[borrowed.ip.String()+"/32"]; !ok || r.Flags&unix.RTNH_F_ONLINK == 0 || r.Gw == nil {
+		t.Errorf("owner %s: no onlink /32 to node-c for the borrowed %s: %+v", owner.name, borrowed.ip, r)
+	}
+}

@@ -68,9 +68,11 @@ func newAgentCluster(t *testing.T) *agentCluster {
 	return ac
 }
 
-func (ac *agentCluster) pool(mode v1alpha1.EncapMode) {
+func (ac *agentCluster) pool(mode v1alpha1.EncapMode) { ac.poolCIDR(mode, "10.244.0.0/16") }
+
+func (ac *agentCluster) poolCIDR(mode v1alpha1.EncapMode, cidr string) {
 	p := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1alpha1.IPPoolSpec{CIDR: "10.244.0.0/16", VXLANMode: mode, IPIPMode: v1alpha1.EncapNever}}
+		Spec: v1alpha1.IPPoolSpec{CIDR: v1alpha1.CIDR(cidr), BlockSize: 26, VXLANMode: mode, IPIPMode: v1alpha1.EncapNever}}
 	if err := ac.c.Create(context.Background(), p); err != nil {
 		ac.t.Fatal(err)
 	}
