@@ -40,6 +40,7 @@ type Cluster interface {
 	Nodes() ([]model.NodeInfo, error)
 	Pools() ([]model.PoolMode, error)
 	Blocks() ([]ipam.Block, error)
+	BGPPeers() ([]model.BGPPeer, error)
 	IPAMStore() ipam.Store
 	// PublishNode merges annotations into the Node and sets its
 	// NetworkUnavailable condition to False.
@@ -333,7 +334,24 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.arp.Set(d.Workloads)
 	a.routes.Set(d.Routes)
 	errs = append(errs, a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	a.checkPeers()
 	return errors.Join(errs...)
+}
+
+// checkPeers reports BGPPeers this node has no route to. They cannot
+// establish; everything else keeps working.
+func (a *Agent) checkPeers() {
+	peers, err := a.cluster.BGPPeers()
+	if err != nil {
+		a.log.Warn("list BGP peers", "err", err)
+		return
+	}
+	for _, p := range peers {
+		if _, err := a.nl.RouteGet(p.IP.AsSlice()); err != nil {
+			a.cluster.Warn("BGPPeer", p.Name, "PeerUnreachable",
+				fmt.Sprintf("spec.peerIP %s is unreachable from node %s (%v); fix the address or the node's routes", p.IP, a.cfg.NodeName, err))
+		}
+	}
 }
 
 // uplink is the interface carrying the node IP (the VXLAN parent and the

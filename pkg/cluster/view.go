@@ -78,7 +78,7 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}} {
+	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}, &v1alpha1.BGPPeer{}} {
 		inf, err := v.cache.GetInformer(ctx, o)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", o, err)
@@ -184,6 +184,32 @@ func (v *View) Pools() ([]model.PoolMode, error) {
 			continue
 		}
 		out = append(out, model.PoolMode{Name: p.Name, CIDR: cidr, VXLAN: vx, IPIP: ip, Disabled: p.Spec.Disabled})
+	}
+	return out, nil
+}
+
+// BGPPeers returns the explicit peers that name an IP ("ip" or
+// "ip:port"); selector-based peers have none.
+func (v *View) BGPPeers() ([]model.BGPPeer, error) {
+	var l v1alpha1.BGPPeerList
+	if err := v.cache.List(context.Background(), &l); err != nil {
+		return nil, fmt.Errorf("list bgppeers: %w", err)
+	}
+	var out []model.BGPPeer
+	for _, p := range l.Items {
+		if p.Spec.PeerIP == "" {
+			continue
+		}
+		var peer model.BGPPeer
+		if ap, err := netip.ParseAddrPort(p.Spec.PeerIP); err == nil {
+			peer = model.BGPPeer{Name: p.Name, IP: ap.Addr(), Port: int(ap.Port())}
+		} else if a, err := netip.ParseAddr(p.Spec.PeerIP); err == nil {
+			peer = model.BGPPeer{Name: p.Name, IP: a}
+		} else {
+			v.Warn("BGPPeer", p.Name, "InvalidPeerIP", fmt.Sprintf("spec.peerIP %q is not ip or ip:port", p.Spec.PeerIP))
+			continue
+		}
+		out = append(out, peer)
 	}
 	return out, nil
 }

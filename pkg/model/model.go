@@ -202,3 +202,11 @@ type NodeInfo struct {
 	Annotations map[string]string
 	InternalIP  netip.Addr // status.addresses InternalIP, if any
 }
+
+// BGPPeer is an explicit BGP peer (a BGPPeer object) as far as the agent
+// validates it before BGP is involved.
+type BGPPeer struct {
+	Name string
+	IP   netip.Addr
+	Port int // 0 means 179
+}

@@ -195,3 +195,5 @@ func TestAgentVXLANCluster(t *testing.T) {
 		})
 	}
 }
+
+func keyOf(name string) client.ObjectKey { return client.ObjectKey{Name: name} }
