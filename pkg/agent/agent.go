@@ -387,7 +387,8 @@ func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, m
 	return ws
 }
 
-// housekeeping releases empty blocks and addresses of deleted pods.
+// housekeeping, once a minute: releases empty blocks after their grace
+// period, addresses of deleted pods, and blocks of deleted nodes.
 func (a *Agent) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -402,6 +403,15 @@ func (a *Agent) housekeeping(ctx context.Context) {
 		}
 		if _, err := a.alloc.GC(ctx, a.cluster.PodExists); err != nil {
 			a.log.Warn("address GC", "err", err)
+		}
+		if nodes, err := a.cluster.Nodes(); err == nil && len(nodes) > 0 {
+			live := map[string]bool{}
+			for _, n := range nodes {
+				live[n.Name] = true
+			}
+			if _, err := a.alloc.ReleaseOrphanBlocks(ctx, func(n string) bool { return live[n] }); err != nil {
+				a.log.Warn("release blocks of deleted nodes", "err", err)
+			}
 		}
 	}
 }

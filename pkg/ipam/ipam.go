@@ -393,3 +393,31 @@ func (a *Allocator) GC(ctx context.Context, podExists func(namespace, pod string
 	}
 	return released, errors.Join(errs...)
 }
+
+// ReleaseOrphanBlocks deletes blocks whose affinity node no longer exists
+// (nodeExists reports it). The node's pods went with it, so its blocks
+// and any addresses in them are free again. Any agent may run it: the
+// delete is conditional on the version read, so two agents never both
+// act on a changed block.
+func (a *Allocator) ReleaseOrphanBlocks(ctx context.Context, nodeExists func(string) bool) ([]netip.Prefix, error) {
+	blocks, err := a.store.ListBlocks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	var released []netip.Prefix
+	var errs []error
+	for _, b := range blocks {
+		if b.Affinity == "" || nodeExists(b.Affinity) {
+			continue
+		}
+		if err := a.store.DeleteBlock(ctx, b); err != nil {
+			if !retryable(err) {
+				errs = append(errs, fmt.Errorf("release block %s of deleted node %s: %w", b.CIDR, b.Affinity, err))
+			}
+			continue
+		}
+		released = append(released, b.CIDR)
+		a.cfg.Logger.Info("released block of a deleted node", "block", b.CIDR, "node", b.Affinity, "addresses", len(b.Allocations))
+	}
+	return released, errors.Join(errs...)
+}

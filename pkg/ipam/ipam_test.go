@@ -242,3 +242,19 @@ func TestGC(t *testing.T) {
 		t.Fatalf("remaining handles %v", handles)
 	}
 }
+
+// TestReleaseOrphanBlocks frees the blocks of a node that is gone and
+// keeps those of live nodes.
+func TestReleaseOrphanBlocks(t *testing.T) {
+	s := newMem(pool("default", "10.244.0.0/24", 26))
+	ctx := context.Background()
+	ra, _ := alloc(t, s, "node-a", nil).Allocate(ctx, req("a"))
+	rg, _ := alloc(t, s, "node-gone", nil).Allocate(ctx, req("g"))
+	rel, err := alloc(t, s, "node-a", nil).ReleaseOrphanBlocks(ctx, func(n string) bool { return n == "node-a" })
+	if err != nil || len(rel) != 1 || rel[0] != rg.Block {
+		t.Fatalf("released %v, %v; want only %s", rel, err, rg.Block)
+	}
+	if _, err := s.GetBlock(ctx, ra.Block); err != nil {
+		t.Fatalf("live node's block gone: %v", err)
+	}
+}
