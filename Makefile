@@ -46,6 +46,15 @@ generate:
 kube:
 	hack/kube/build.sh
 
+# lab brings up a three-node cluster in network namespaces named wrenlab-*
+# (root; state in /var/run/wren-lab; see docs/lab.md). lab-down removes it.
+.PHONY: lab lab-down
+lab:
+	hack/lab/up.sh
+
+lab-down:
+	hack/lab/down.sh
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
