@@ -6,6 +6,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
 command -v bridge >/dev/null || need+=(iproute2)
+# The reference ptp + host-local plugins of the CNI benchmark and its
+# TestCNIAddDel smoke test.
+[[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)
 if ((${#need[@]})); then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
