@@ -38,6 +38,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/sysctl"
@@ -79,15 +80,28 @@ type Config struct {
 	// Sysctl is the /proc/sys of the node's network namespace, where the
 	// per-interface settings of the cali links live.
 	Sysctl sysctl.FS
+	// SysctlRecheck is how often Apply re-reads the sysctls of a link
+	// it already found (or made) right; a new link (a new ifindex) is
+	// always checked at once. Reading five files per pod on every sync
+	// would make each sync cost more with every pod. Default 1 minute.
+	SysctlRecheck time.Duration
 	// Logger receives repairs and orphan deletions at Info, per-link
 	// lines at Debug.
 	Logger *slog.Logger
+	// Now is the clock; time.Now by default.
+	Now func() time.Time
 }
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.SysctlRecheck == 0 {
+		c.SysctlRecheck = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 
@@ -98,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if r := c.Sysctl.Root; r != "" && (!filepath.IsAbs(r) || filepath.Clean(r) != r) {
 		return fmt.Errorf("proxyarp: sysctl root %q must be a clean absolute path", r)
+	}
+	if c.SysctlRecheck < 0 {
+		return fmt.Errorf("proxyarp: sysctl recheck interval %s is negative", c.SysctlRecheck)
 	}
 	if c.Sysctl.NS < -1 {
 		return fmt.Errorf("proxyarp: sysctl namespace handle %d is not a file descriptor", int(c.Sysctl.NS))
@@ -179,10 +196,13 @@ var hostSysctls = []linkSysctl{
 // missing IPv6 key (IPv6 disabled on the node) is tolerated; every other
 // failure is returned, one error per key.
 func setHostSysctls(fs sysctl.FS, name string) []error {
+	kvs := make([]sysctl.KV, len(hostSysctls))
+	for i, s := range hostSysctls {
+		kvs[i] = sysctl.KV{Key: fmt.Sprintf(s.format, name), Value: s.value}
+	}
 	var errs []error
-	for _, s := range hostSysctls {
-		err := fs.Set(fmt.Sprintf(s.format, name), s.value)
-		if err == nil || (s.ipv6 && errors.Is(err, os.ErrNotExist)) {
+	for i, err := range fs.SetMany(kvs) {
+		if err == nil || (hostSysctls[i].ipv6 && errors.Is(err, os.ErrNotExist)) {
 			continue
 		}
 		errs = append(errs, err)

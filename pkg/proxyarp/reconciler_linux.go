@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -50,12 +51,15 @@ type Reconciler struct {
 	cfg Config
 	nl  Netlink
 
+	applyMu sync.Mutex // one Apply at a time; guards checked
+
 	mu      sync.Mutex
 	set     bool                      // Set was called at least once
 	given   []model.Workload          // last Set argument, sorted, for the no-op check
 	desired map[string]model.Workload // by HostIface, valid and unique
 	claimed map[string]bool           // every HostIface of the Set, valid or not: never swept
 	invalid []error                   // Set's rejections, reported by every Apply
+	checked map[int]time.Time         // ifindex -> when its sysctls were last found right (Apply only)
 }
 
 // New returns a Reconciler that works through nl, a handle in the node's
@@ -63,7 +67,7 @@ type Reconciler struct {
 // is expected to have validated cfg.
 func New(cfg Config, nl Netlink) *Reconciler {
 	cfg.Defaults()
-	return &Reconciler{cfg: cfg, nl: nl, desired: map[string]model.Workload{}}
+	return &Reconciler{cfg: cfg, nl: nl, desired: map[string]model.Workload{}, checked: map[int]time.Time{}}
 }
 
 // Set replaces the desired workloads. It does no I/O, and calling it again
@@ -124,6 +128,8 @@ func compareWorkloads(a, b model.Workload) int {
 // workload or link, joined, and never stop the others. Apply before the
 // first Set is an error and touches nothing.
 func (r *Reconciler) Apply(ctx context.Context) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	r.mu.Lock()
 	if !r.set {
 		r.mu.Unlock()
@@ -144,8 +150,15 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 		return errors.Join(append(errs, err)...)
 	}
 	byName := make(map[string]netlink.Link, len(links))
+	present := make(map[int]bool, len(links))
 	for _, l := range links {
 		byName[l.Attrs().Name] = l
+		present[l.Attrs().Index] = true
+	}
+	for idx := range r.checked {
+		if !present[idx] {
+			delete(r.checked, idx)
+		}
 	}
 
 	for _, w := range desired {
@@ -209,7 +222,18 @@ func (r *Reconciler) repair(l netlink.Link, w model.Workload) []error {
 			fixed = append(fixed, fmt.Sprintf("address %s->%s", a.HardwareAddr, HostMAC))
 		}
 	}
-	errs = append(errs, setHostSysctls(r.cfg.Sysctl, a.Name)...)
+	// Sysctls are re-read when the link is new, was out of shape, or
+	// was last checked SysctlRecheck ago.
+	now := r.cfg.Now()
+	if at, ok := r.checked[a.Index]; !ok || len(fixed) > 0 || len(errs) > 0 || now.Sub(at) >= r.cfg.SysctlRecheck {
+		serrs := setHostSysctls(r.cfg.Sysctl, a.Name)
+		if len(serrs) == 0 {
+			r.checked[a.Index] = now
+		} else {
+			delete(r.checked, a.Index)
+		}
+		errs = append(errs, serrs...)
+	}
 	if a.Flags&net.FlagUp == 0 {
 		if err := r.nl.LinkSetUp(l); err != nil {
 			errs = append(errs, fmt.Errorf("set %s up: %w", a.Name, err))

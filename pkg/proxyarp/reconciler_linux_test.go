@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -321,5 +323,58 @@ func TestApplyBeforeSet(t *testing.T) {
 	}
 	if _, ok := f.links[podA.HostIface]; ok {
 		t.Fatal("Set(nil) + Apply kept an undesired pod veth")
+	}
+}
+
+// TestSysctlRecheck: sysctls of a link already found right are re-read
+// only every SysctlRecheck (each sync would otherwise cost five reads per
+// pod), at once for a new link, and a drifted value is repaired by the
+// next Apply after the interval.
+func TestSysctlRecheck(t *testing.T) {
+	f := newFakeNL(t)
+	now := time.Unix(1000, 0)
+	r := New(Config{Sysctl: sysctl.FS{Root: f.root}, Logger: slog.New(slog.DiscardHandler), SysctlRecheck: time.Minute,
+		Now: func() time.Time { return now }}, f)
+	cniAdd(f, []model.Workload{podA})
+	r.Set([]model.Workload{podA})
+	if err := r.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(f.root, "net/ipv4/conf", podA.HostIface, "proxy_arp")
+	read := func() string {
+		b, err := os.ReadFile(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got := read(); got != "1" {
+		t.Fatalf("proxy_arp after the first Apply = %s, want 1", got)
+	}
+	if err := os.WriteFile(key, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(30 * time.Second)
+	if err := r.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "0" {
+		t.Fatalf("proxy_arp re-checked before the interval (= %s)", got)
+	}
+	// A new pod's link is checked at once.
+	cniAdd(f, []model.Workload{podB})
+	r.Set([]model.Workload{podA, podB})
+	if err := r.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(f.root, "net/ipv4/conf", podB.HostIface, "proxy_arp")); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Fatalf("new link's proxy_arp = %q, %v; want 1", b, err)
+	}
+	now = now.Add(31 * time.Second)
+	if err := r.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "1" {
+		t.Fatalf("proxy_arp not repaired after the interval (= %s)", got)
 	}
 }

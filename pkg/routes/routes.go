@@ -347,6 +347,27 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// AddNow writes rt at once through the device with index oif, ahead of
+// the next Apply: the route to a pod whose veth was just created, so the
+// pod is reachable without waiting for a full resync. It is an exclusive
+// add: a route that already holds the destination (ours from an earlier
+// ADD, or a foreign one) is left as it is, and the next Apply reconciles
+// or reports it. The caller must keep rt in the desired set of every Apply
+// that starts after this call, or that Apply deletes it again.
+func (r *Reconciler) AddNow(rt model.Route, oif int) error {
+	if err := rt.Validate(); err != nil {
+		return err
+	}
+	k, err := r.kroute(rt, map[string]int{rt.Device: oif})
+	if err != nil {
+		return err
+	}
+	if err := r.k.Write([]Op{{Route: k}})[0]; err != nil && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("add route %s: %w", k, explain(err))
+	}
+	return nil
+}
+
 func opName(op Op) string {
 	switch {
 	case op.Delete:

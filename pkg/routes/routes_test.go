@@ -279,6 +279,39 @@ func TestHeldRouteKept(t *testing.T) {
 	}
 }
 
+// TestAddNow: a pod route written ahead of Apply is exactly what Apply
+// wants (no rewrite), a repeated AddNow succeeds, and a foreign route on
+// the destination is left alone.
+func TestAddNow(t *testing.T) {
+	f := newFake("eth0", "cali1")
+	seedForeign(f)
+	f.routes[fkey{MainTable, pfx("10.244.1.9/32"), 0, 0}] = KRoute{Dst: pfx("10.244.1.9/32"), Table: MainTable, Protocol: 4, Type: TypeUnicast, Gw: ip("198.18.0.1"), Oif: 2}
+	r := newRec(t, f)
+	for range 2 {
+		if err := r.AddNow(pod("10.244.1.5/32", "cali1"), 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.AddNow(pod("10.244.1.9/32", "cali1"), 3); err != nil {
+		t.Fatalf("AddNow over a foreign route: %v", err)
+	}
+	if err := r.AddNow(pod("10.244.1.7/26", "cali1"), 3); err == nil {
+		t.Fatal("AddNow of an invalid route succeeded")
+	}
+	want := mergeLines("ip route add 10.244.1.5/32 dev cali1 proto 87 scope link\n"+
+		"ip route add 10.244.1.9/32 via 198.18.0.1 dev eth0 proto 4\n", foreignText)
+	if diff := cmp.Diff(want, f.String()); diff != "" {
+		t.Fatalf("(-want +got)\n%s", diff)
+	}
+	r.Set([]model.Route{pod("10.244.1.5/32", "cali1")})
+	if err := r.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.LastStats(); st.Unchanged != 1 || st.Added+st.Replaced+st.Deleted != 0 {
+		t.Fatalf("Apply after AddNow: %+v, want 1 unchanged and no writes", st)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, p := range []uint8{2, 3, 4, 11, 12, 80, 186, 192} {
 		c := Config{Protocol: p}

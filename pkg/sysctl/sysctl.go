@@ -46,20 +46,45 @@ func (f FS) path(key string) string {
 // Set writes value to key unless it already holds it, so repeated
 // reconciliation causes no writes.
 func (f FS) Set(key, value string) error {
-	return f.do(func() error {
-		p := f.path(key)
-		cur, err := os.ReadFile(p)
-		if err != nil {
-			return fmt.Errorf("sysctl %s: %w", key, err)
-		}
-		if strings.TrimSpace(string(cur)) == value {
-			return nil
-		}
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	return f.do(func() error { return f.set(key, value) })
+}
+
+// KV is one key and the value it should hold.
+type KV struct{ Key, Value string }
+
+// SetMany is Set for each kv, entering the namespace once for all of them
+// (a namespace switch costs more than the reads). It returns one error, or
+// nil, per kv.
+func (f FS) SetMany(kvs []KV) []error {
+	errs := make([]error, len(kvs))
+	err := f.do(func() error {
+		for i, kv := range kvs {
+			errs[i] = f.set(kv.Key, kv.Value)
 		}
 		return nil
 	})
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("sysctl %s: %w", kvs[i].Key, err)
+		}
+	}
+	return errs
+}
+
+// set is Set in the current namespace.
+func (f FS) set(key, value string) error {
+	p := f.path(key)
+	cur, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("sysctl %s: %w", key, err)
+	}
+	if strings.TrimSpace(string(cur)) == value {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
 }
 
 // Get returns the value of key without its trailing newline.

@@ -1,6 +1,7 @@
 package sysctl
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,5 +35,37 @@ func TestSetGetUnderRoot(t *testing.T) {
 	}
 	if err := fs.Set("net/ipv4/conf/missing/proxy_arp", "1"); err == nil {
 		t.Fatal("Set on a missing key succeeded")
+	}
+}
+
+// TestSetMany sets several keys at once and reports a missing key by its
+// position, leaving the others set.
+func TestSetMany(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "net/ipv4/conf/cali1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"proxy_arp", "forwarding"} {
+		if err := os.WriteFile(filepath.Join(dir, k), []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := FS{Root: root}
+	errs := fs.SetMany([]KV{
+		{"net/ipv4/conf/cali1/proxy_arp", "1"},
+		{"net/ipv4/conf/cali1/missing", "1"},
+		{"net/ipv4/conf/cali1/forwarding", "1"},
+	})
+	if len(errs) != 3 || errs[0] != nil || errs[1] == nil || errs[2] != nil {
+		t.Fatalf("SetMany errors = %v, want only the second", errs)
+	}
+	if !errors.Is(errs[1], os.ErrNotExist) {
+		t.Errorf("missing key error %v does not wrap os.ErrNotExist", errs[1])
+	}
+	for _, k := range []string{"proxy_arp", "forwarding"} {
+		if got, err := fs.Get("net/ipv4/conf/cali1/" + k); err != nil || got != "1" {
+			t.Errorf("%s = %q, %v; want 1", k, got, err)
+		}
 	}
 }
