@@ -65,3 +65,25 @@ func RESTConfig(path string) (*rest.Config, error) {
 	}
 	return cfg, nil
 }
+
+// Client-side rate limit of the agent's API client. client-go's default
+// (5 requests/s, burst 10) throttles a node that starts many pods at once:
+// every CNI ADD and DEL is one IPAM write. One agent per node at 50/s is
+// still far below what an API server serves.
+const (
+	ClientQPS   = 50
+	ClientBurst = 100
+)
+
+// withRate returns a copy of cfg with the agent's rate limit unless the
+// caller set one.
+func withRate(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	if c.QPS == 0 {
+		c.QPS = ClientQPS
+	}
+	if c.Burst == 0 {
+		c.Burst = ClientBurst
+	}
+	return c
+}

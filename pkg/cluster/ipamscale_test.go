@@ -17,10 +17,11 @@ import (
 	kubetest "github.com/wren-net/wren/test/kube"
 )
 
-// TestIPAMRace3000: three allocators, each with its own API client, race
-// for blocks and 3,000 addresses of a /20 (64 blocks of /26) through the
-// real apiserver. No address is handed out twice, every allocation is
-// recorded in an IPAMBlock, and every block ends up confirmed.
+// TestIPAMRace3000: three allocators, each with its own API client and
+// informer cache exactly as an agent has them (cluster.View), race for
+// blocks and 3,000 addresses of a /20 (64 blocks of /26) through the real
+// apiserver. No address is handed out twice, every allocation is recorded
+// in an IPAMBlock, and every block ends up confirmed.
 // (Exhaustion is TestIPAMStoreAllocatorsRace's job.)
 func TestIPAMRace3000(t *testing.T) {
 	if testing.Short() {
@@ -39,17 +40,27 @@ func TestIPAMRace3000(t *testing.T) {
 	const nodes, perNode = 3, 1000
 	got := make([][]netip.Addr, nodes)
 	errs := make([]error, nodes)
-	start := time.Now()
+	var allocs []*ipam.Allocator
 	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for n := range nodes {
-		c, err := cluster.NewClient(cfg)
+		node := fmt.Sprintf("node-%c", 'a'+n)
+		v, err := cluster.NewView(cfg, node, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := ipam.New(ipam.Config{Node: fmt.Sprintf("node-%c", 'a'+n), Logger: slog.New(slog.DiscardHandler)}, cluster.NewIPAMStore(c, nil))
+		if err := v.Start(runCtx, func() {}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := ipam.New(ipam.Config{Node: node, Logger: slog.New(slog.DiscardHandler)}, v.IPAMStore())
 		if err != nil {
 			t.Fatal(err)
 		}
+		allocs = append(allocs, a)
+	}
+	start := time.Now()
+	for n, a := range allocs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

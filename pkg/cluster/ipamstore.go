@@ -26,15 +26,21 @@ import (
 //     answers 409 Conflict if the object changed since it was read, which
 //     becomes ipam.ErrConflict.
 //
-// Reads go to the API server (through whatever client it is given: an
-// uncached one from NewClient reads etcd-consistent state; a cached one
-// may be stale, which then surfaces as ipam.ErrConflict on write).
+// ListBlocks, ListPools and GetBlock read through the client it is given
+// (an uncached one from NewClient reads etcd-consistent state).
+// CachedBlocks and CachedPools read the informer cache given to WithCache:
+// fast but possibly stale, which then surfaces as ipam.ErrConflict on
+// write and makes the allocator read the API.
 type IPAMStore struct {
-	c   client.Client
-	log *slog.Logger
+	c     client.Client
+	cache client.Reader // informer cache for CachedBlocks/CachedPools; nil: c
+	log   *slog.Logger
 }
 
-var _ ipam.Store = (*IPAMStore)(nil)
+var (
+	_ ipam.Store       = (*IPAMStore)(nil)
+	_ ipam.CachedStore = (*IPAMStore)(nil)
+)
 
 // NewIPAMStore returns a store over c, which must know the Wren types
 // (see Scheme). Objects that do not convert (which admission should have
@@ -46,10 +52,39 @@ func NewIPAMStore(c client.Client, logger *slog.Logger) *IPAMStore {
 	return &IPAMStore{c: c, log: logger.With("component", "ipamstore")}
 }
 
-// ListPools returns every IPPool.
+// WithCache returns a copy of s whose CachedBlocks and CachedPools read
+// from r (an informer cache) instead of the API server.
+func (s *IPAMStore) WithCache(r client.Reader) *IPAMStore {
+	c := *s
+	c.cache = r
+	return &c
+}
+
+func (s *IPAMStore) cached() client.Reader {
+	if s.cache != nil {
+		return s.cache
+	}
+	return s.c
+}
+
+// ListPools returns every IPPool from the API server.
 func (s *IPAMStore) ListPools(ctx context.Context) ([]ipam.Pool, error) {
+	return s.listPools(ctx, s.c)
+}
+
+// CachedPools returns every IPPool from the cache (see WithCache).
+func (s *IPAMStore) CachedPools(ctx context.Context) ([]ipam.Pool, error) {
+	return s.listPools(ctx, s.cached())
+}
+
+// CachedBlocks returns every IPAMBlock from the cache (see WithCache).
+func (s *IPAMStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
+	return s.listBlocks(ctx, s.cached())
+}
+
+func (s *IPAMStore) listPools(ctx context.Context, r client.Reader) ([]ipam.Pool, error) {
 	var l v1alpha1.IPPoolList
-	if err := s.c.List(ctx, &l); err != nil {
+	if err := r.List(ctx, &l); err != nil {
 		return nil, fmt.Errorf("list ippools: %w", err)
 	}
 	out := make([]ipam.Pool, 0, len(l.Items))
@@ -71,10 +106,14 @@ func (s *IPAMStore) ListPools(ctx context.Context) ([]ipam.Pool, error) {
 	return out, nil
 }
 
-// ListBlocks returns every IPAMBlock.
+// ListBlocks returns every IPAMBlock from the API server.
 func (s *IPAMStore) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
+	return s.listBlocks(ctx, s.c)
+}
+
+func (s *IPAMStore) listBlocks(ctx context.Context, r client.Reader) ([]ipam.Block, error) {
 	var l v1alpha1.IPAMBlockList
-	if err := s.c.List(ctx, &l); err != nil {
+	if err := r.List(ctx, &l); err != nil {
 		return nil, fmt.Errorf("list ipamblocks: %w", err)
 	}
 	out := make([]ipam.Block, 0, len(l.Items))

@@ -52,6 +52,7 @@ type View struct {
 
 // NewView connects to the API; Start begins the watches.
 func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) {
+	cfg = withRate(cfg)
 	c, err := NewClient(cfg)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) 
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
 	log := logger.With("component", "cluster")
-	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, log), log: log, warned: map[string]bool{}}, nil
+	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, log).WithCache(ca), log: log, warned: map[string]bool{}}, nil
 }
 
 // Start registers poke on every watched kind, starts the informers and

@@ -93,3 +93,42 @@ func (m *memStore) DeleteBlock(_ context.Context, b Block) error {
 	delete(m.blocks, b.Name())
 	return nil
 }
+
+// lagStore is a memStore with an informer-like cache that shows the
+// store's state only as of the last sync(): CachedBlocks and CachedPools
+// read the snapshot, ListBlocks and ListPools the store. lists counts the
+// fresh listings.
+type lagStore struct {
+	*memStore
+	snapBlocks []Block
+	snapPools  []Pool
+	lists      int
+}
+
+var _ CachedStore = (*lagStore)(nil)
+
+func newLag(pools ...Pool) *lagStore { return &lagStore{memStore: newMem(pools...)} }
+
+func (l *lagStore) sync() {
+	l.snapBlocks, _ = l.memStore.ListBlocks(context.Background())
+	l.snapPools, _ = l.memStore.ListPools(context.Background())
+}
+
+func (l *lagStore) ListBlocks(ctx context.Context) ([]Block, error) {
+	l.mu.Lock()
+	l.lists++
+	l.mu.Unlock()
+	return l.memStore.ListBlocks(ctx)
+}
+
+func (l *lagStore) CachedBlocks(context.Context) ([]Block, error) {
+	out := slices.Clone(l.snapBlocks)
+	for i := range out {
+		out[i].Allocations = slices.Clone(out[i].Allocations)
+	}
+	return out, nil
+}
+
+func (l *lagStore) CachedPools(context.Context) ([]Pool, error) {
+	return slices.Clone(l.snapPools), nil
+}

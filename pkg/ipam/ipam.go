@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -75,10 +76,98 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Allocator allocates addresses for one node.
+// Allocator allocates addresses for one node. Its operations are
+// serialized: concurrent CNI ADDs on one node would otherwise race each
+// other for the same block and retry.
 type Allocator struct {
 	cfg   Config
 	store Store
+
+	mu sync.Mutex
+	// written holds the blocks this allocator wrote recently, as it wrote
+	// them, until the cache shows that version (or overlayTTL passes): a
+	// cache that has not caught up with our own last write must neither
+	// hide an allocation (a repeated ADD would get a second address) nor
+	// make the next write conflict.
+	written map[netip.Prefix]written
+}
+
+type written struct {
+	b       Block
+	deleted bool
+	at      time.Time
+}
+
+// overlayTTL bounds how long our own write overrides the cache. Informers
+// catch up within milliseconds; if the cache shows another version after
+// this long, someone wrote after us.
+const overlayTTL = 10 * time.Second
+
+// view is a listing of blocks and pools, cached or fresh.
+type view struct {
+	blocks []Block
+	pools  []Pool
+	cached bool
+}
+
+// list returns the cached view (with our own writes laid over it) if the
+// store has a cache and fresh is false, else the store's own listing.
+func (a *Allocator) list(ctx context.Context, fresh bool) (view, error) {
+	cs, ok := a.store.(CachedStore)
+	if fresh || !ok {
+		blocks, err := a.store.ListBlocks(ctx)
+		if err != nil {
+			return view{}, fmt.Errorf("list blocks: %w", err)
+		}
+		pools, err := a.store.ListPools(ctx)
+		if err != nil {
+			return view{}, fmt.Errorf("list pools: %w", err)
+		}
+		clear(a.written) // the source of truth supersedes them
+		return view{blocks: blocks, pools: pools}, nil
+	}
+	blocks, err := cs.CachedBlocks(ctx)
+	if err != nil {
+		return view{}, fmt.Errorf("list cached blocks: %w", err)
+	}
+	pools, err := cs.CachedPools(ctx)
+	if err != nil {
+		return view{}, fmt.Errorf("list cached pools: %w", err)
+	}
+	now := a.cfg.Now()
+	out := make([]Block, 0, len(blocks)+len(a.written))
+	seen := map[netip.Prefix]bool{}
+	for _, b := range blocks {
+		w, ok := a.written[b.CIDR]
+		switch {
+		case !ok:
+			out = append(out, b)
+		case b.Version == w.b.Version || now.Sub(w.at) > overlayTTL:
+			delete(a.written, b.CIDR) // the cache caught up (or someone wrote after us)
+			out = append(out, b)
+		case !w.deleted:
+			out = append(out, w.b)
+		}
+		seen[b.CIDR] = true
+	}
+	for cidr, w := range a.written {
+		switch {
+		case seen[cidr]:
+		case w.deleted || now.Sub(w.at) > overlayTTL:
+			delete(a.written, cidr)
+		default:
+			out = append(out, w.b) // created by us, not cached yet
+		}
+	}
+	return view{blocks: out, pools: pools, cached: true}, nil
+}
+
+// wrote records a block this allocator wrote (or deleted).
+func (a *Allocator) wrote(b Block, deleted bool) {
+	if _, ok := a.store.(CachedStore); !ok {
+		return
+	}
+	a.written[b.CIDR] = written{b: b, deleted: deleted, at: a.cfg.Now()}
 }
 
 // New returns an allocator; cfg is defaulted and validated.
@@ -87,7 +176,7 @@ func New(cfg Config, store Store) (*Allocator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Allocator{cfg: cfg, store: store}, nil
+	return &Allocator{cfg: cfg, store: store, written: map[netip.Prefix]written{}}, nil
 }
 
 // Request asks for one address.
@@ -117,16 +206,32 @@ type Result struct {
 // ADD repeated for the same container gets the same IP.
 func (a *Allocator) Allocate(ctx context.Context, req Request) (Result, error) {
 	h := req.handle()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var lastErr error
+	fresh := false
 	for attempt := 0; attempt < a.cfg.Retries; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
-		res, err := a.allocateOnce(ctx, req, h)
-		if err == nil || !retryable(err) {
+		v, err := a.list(ctx, fresh)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := a.allocateOnce(ctx, v, req, h)
+		if err == nil {
+			return res, nil
+		}
+		if v.cached && errors.Is(err, ErrExhausted) {
+			// Never report exhaustion from a cache.
+			fresh = true
+			continue
+		}
+		if !retryable(err) {
 			return res, err
 		}
 		lastErr = err
+		fresh = true
 	}
 	return Result{}, fmt.Errorf("allocate for %s: gave up after %d conflicting attempts: %w", h, a.cfg.Retries, lastErr)
 }
@@ -135,15 +240,8 @@ func retryable(err error) bool {
 	return errors.Is(err, ErrConflict) || errors.Is(err, ErrExists) || errors.Is(err, ErrNotFound)
 }
 
-func (a *Allocator) allocateOnce(ctx context.Context, req Request, h string) (Result, error) {
-	blocks, err := a.store.ListBlocks(ctx)
-	if err != nil {
-		return Result{}, fmt.Errorf("list blocks: %w", err)
-	}
-	pools, err := a.selectedPools(ctx)
-	if err != nil {
-		return Result{}, err
-	}
+func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h string) (Result, error) {
+	blocks, pools := v.blocks, a.selectedPools(v.pools)
 	// Idempotence: the handle already holds an address.
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
@@ -195,11 +293,7 @@ func (a *Allocator) allocateOnce(ctx context.Context, req Request, h string) (Re
 	return Result{}, fmt.Errorf("%w: every address of %s is allocated; add an IPPool or free addresses", ErrExhausted, strings.Join(names, ", "))
 }
 
-func (a *Allocator) selectedPools(ctx context.Context) ([]Pool, error) {
-	all, err := a.store.ListPools(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list pools: %w", err)
-	}
+func (a *Allocator) selectedPools(all []Pool) []Pool {
 	var ps []Pool
 	for _, p := range all {
 		if a.cfg.PoolSelected(p) && p.CIDR.IsValid() {
@@ -207,7 +301,7 @@ func (a *Allocator) selectedPools(ctx context.Context) ([]Pool, error) {
 		}
 	}
 	slices.SortFunc(ps, func(x, y Pool) int { return strings.Compare(x.Name, y.Name) })
-	return ps, nil
+	return ps
 }
 
 // sortedBlocks orders blocks by address so allocation fills the lowest
@@ -250,6 +344,7 @@ func (a *Allocator) claim(ctx context.Context, cidr netip.Prefix) (Block, error)
 	if err != nil {
 		return Block{}, fmt.Errorf("claim block %s: %w", cidr, err)
 	}
+	a.wrote(b, false)
 	a.cfg.Logger.Info("claimed block", "block", cidr, "node", a.cfg.Node)
 	return a.confirm(ctx, b)
 }
@@ -260,6 +355,7 @@ func (a *Allocator) confirm(ctx context.Context, b Block) (Block, error) {
 	if err != nil {
 		return Block{}, fmt.Errorf("confirm block %s: %w", b.CIDR, err)
 	}
+	a.wrote(cb, false)
 	return cb, nil
 }
 
@@ -273,9 +369,11 @@ func (a *Allocator) allocateIn(ctx context.Context, b Block, req Request, h stri
 		ContainerID: req.ContainerID, Node: a.cfg.Node})
 	slices.SortFunc(b.Allocations, func(x, y Allocation) int { return x.IP.Compare(y.IP) })
 	b.EmptySince = time.Time{}
-	if _, err := a.store.UpdateBlock(ctx, b); err != nil {
+	nb, err := a.store.UpdateBlock(ctx, b)
+	if err != nil {
 		return Result{}, fmt.Errorf("allocate %s in block %s: %w", ip, b.CIDR, err)
 	}
+	a.wrote(nb, false)
 	if borrowed {
 		a.cfg.Logger.Info("borrowed address", "ip", ip, "block", b.CIDR, "owner", b.Affinity, "handle", h)
 	}
@@ -300,40 +398,81 @@ func lowestFree(b Block) (netip.Addr, bool) {
 // Release frees the address held by handle. Releasing an unknown handle
 // succeeds, so a repeated CNI DEL is harmless.
 func (a *Allocator) Release(ctx context.Context, handle string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.release(ctx, handle)
+}
+
+func (a *Allocator) release(ctx context.Context, handle string) error {
 	var lastErr error
+	fresh := false
 	for attempt := 0; attempt < a.cfg.Retries; attempt++ {
-		blocks, err := a.store.ListBlocks(ctx)
+		v, err := a.list(ctx, fresh)
 		if err != nil {
-			return fmt.Errorf("list blocks: %w", err)
+			return err
 		}
-		found := false
-		for _, b := range blocks {
-			i := slices.IndexFunc(b.Allocations, func(al Allocation) bool { return al.Handle == handle })
-			if i < 0 {
+		b, i, found := findHandle(v.blocks, handle)
+		if !found {
+			if v.cached {
+				fresh = true // make sure: the cache may lag
 				continue
 			}
-			found = true
-			b.Allocations = slices.Delete(slices.Clone(b.Allocations), i, i+1)
-			if _, err := a.store.UpdateBlock(ctx, b); err != nil {
-				lastErr = fmt.Errorf("release %s from block %s: %w", handle, b.CIDR, err)
-				break
-			}
 			return nil
 		}
-		if !found {
+		b.Allocations = slices.Delete(slices.Clone(b.Allocations), i, i+1)
+		nb, err := a.store.UpdateBlock(ctx, b)
+		if err == nil {
+			a.wrote(nb, false)
 			return nil
 		}
-		if !retryable(lastErr) {
+		lastErr = fmt.Errorf("release %s from block %s: %w", handle, b.CIDR, err)
+		if !retryable(err) {
 			return lastErr
 		}
+		fresh = true
 	}
 	return fmt.Errorf("gave up after %d conflicting attempts: %w", a.cfg.Retries, lastErr)
+}
+
+func findHandle(blocks []Block, handle string) (Block, int, bool) {
+	for _, b := range blocks {
+		if i := slices.IndexFunc(b.Allocations, func(al Allocation) bool { return al.Handle == handle }); i >= 0 {
+			return b, i, true
+		}
+	}
+	return Block{}, 0, false
+}
+
+// Find returns this node's allocation that match accepts (the cache
+// first, then the store if the cache has none).
+func (a *Allocator) Find(ctx context.Context, match func(Allocation) bool) (Allocation, bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, fresh := range []bool{false, true} {
+		v, err := a.list(ctx, fresh)
+		if err != nil {
+			return Allocation{}, false, err
+		}
+		for _, b := range v.blocks {
+			for _, al := range b.Allocations {
+				if al.Node == a.cfg.Node && match(al) {
+					return al, true, nil
+				}
+			}
+		}
+		if !v.cached {
+			break
+		}
+	}
+	return Allocation{}, false, nil
 }
 
 // ReleaseEmptyBlocks releases this node's blocks that have been empty for
 // the grace period, and stamps newly empty ones. It returns the released
 // CIDRs. Conflicts are skipped (the next run sees fresh state).
 func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context) ([]netip.Prefix, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	blocks, err := a.store.ListBlocks(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list blocks: %w", err)
@@ -348,10 +487,14 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context) ([]netip.Prefix, err
 		switch {
 		case b.EmptySince.IsZero():
 			b.EmptySince = now
-			_, err = a.store.UpdateBlock(ctx, b)
+			var nb Block
+			if nb, err = a.store.UpdateBlock(ctx, b); err == nil {
+				a.wrote(nb, false)
+			}
 		case now.Sub(b.EmptySince) >= a.cfg.ReleaseGrace:
 			err = a.store.DeleteBlock(ctx, b)
 			if err == nil {
+				a.wrote(b, true)
 				released = append(released, b.CIDR)
 				a.cfg.Logger.Info("released empty block", "block", b.CIDR, "emptyFor", now.Sub(b.EmptySince).Round(time.Second))
 			}
@@ -400,6 +543,8 @@ func (a *Allocator) GC(ctx context.Context, podExists func(namespace, pod string
 // delete is conditional on the version read, so two agents never both
 // act on a changed block.
 func (a *Allocator) ReleaseOrphanBlocks(ctx context.Context, nodeExists func(string) bool) ([]netip.Prefix, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	blocks, err := a.store.ListBlocks(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list blocks: %w", err)
@@ -416,6 +561,7 @@ func (a *Allocator) ReleaseOrphanBlocks(ctx context.Context, nodeExists func(str
 			}
 			continue
 		}
+		a.wrote(b, true)
 		released = append(released, b.CIDR)
 		a.cfg.Logger.Info("released block of a deleted node", "block", b.CIDR, "node", b.Affinity, "addresses", len(b.Allocations))
 	}

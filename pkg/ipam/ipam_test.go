@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,4 +258,81 @@ func TestReleaseOrphanBlocks(t *testing.T) {
 	if _, err := s.GetBlock(ctx, ra.Block); err != nil {
 		t.Fatalf("live node's block gone: %v", err)
 	}
+}
+
+// TestCachedStore: with a cache, allocations cost one write and no fresh
+// listing while the cache lags behind the allocator's own writes; a
+// repeated request still gets its address; a stale cache (another node
+// wrote) costs one conflict and a fresh read; a pool the cache does not
+// show yet is found before exhaustion is reported; a release of an
+// allocation the cache does not show is found in the store.
+func TestCachedStore(t *testing.T) {
+	ctx := context.Background()
+	s := newLag(pool("default", "10.244.0.0/24", 26))
+	s.sync() // pool visible, no blocks
+	a := alloc(t, s, "node-a", nil)
+	first, err := a.Allocate(ctx, req("web-0")) // claims: create, confirm, allocate
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lists, s.writes = 0, 0
+	// The cache never catches up during these: the allocator's own
+	// writes carry it.
+	for i := 1; i <= 10; i++ {
+		r, err := a.Allocate(ctx, req(fmt.Sprintf("web-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := first.IP.As4(); r.IP.As4()[3] != want[3]+byte(i) {
+			t.Fatalf("allocation %d = %s", i, r.IP)
+		}
+	}
+	if s.writes != 10 || s.lists != 0 {
+		t.Fatalf("10 allocations: %d writes, %d fresh lists; want 10 and 0", s.writes, s.lists)
+	}
+	again, err := a.Allocate(ctx, req("web-3"))
+	if err != nil || again.IP != netip.MustParseAddr("10.244.0.3") {
+		t.Fatalf("repeated request = %v, %v; want 10.244.0.3", again.IP, err)
+	}
+
+	// Another node borrows from our block; our cache does not show it.
+	s.sync()
+	other := alloc(t, s.memStore, "node-b", nil)
+	if _, err := other.allocateIn(ctx, mustBlock(t, s, "10.244.0.0/26"), req("borrower"), "default/borrower/c-borrower", true); err != nil {
+		t.Fatal(err)
+	}
+	s.lists, s.writes = 0, 0
+	r, err := a.Allocate(ctx, req("web-11"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IP != netip.MustParseAddr("10.244.0.12") || s.writes != 2 || s.lists != 1 {
+		t.Fatalf("after a foreign write: %s with %d writes, %d lists; want 10.244.0.12 (11 taken by the borrower), 2, 1", r.IP, s.writes, s.lists)
+	}
+
+	// Release of an allocation the cache never showed.
+	if err := a.Release(ctx, "default/web-11/c-web-11"); err != nil {
+		t.Fatal(err)
+	}
+	if blk := mustBlock(t, s, "10.244.0.0/26"); slices.ContainsFunc(blk.Allocations, func(al Allocation) bool { return al.Pod == "web-11" }) {
+		t.Fatal("web-11 still allocated after Release")
+	}
+
+	// A pool the cache has not seen yet.
+	s2 := newLag()
+	s2.sync() // empty cache
+	s2.pools = []Pool{pool("late", "10.244.9.0/26", 26)}
+	c := alloc(t, s2, "node-c", nil)
+	if r, err := c.Allocate(ctx, req("x")); err != nil || r.Block != netip.MustParsePrefix("10.244.9.0/26") {
+		t.Fatalf("allocation from a pool not yet cached = %+v, %v", r, err)
+	}
+}
+
+func mustBlock(t *testing.T, s Store, cidr string) Block {
+	t.Helper()
+	b, err := s.GetBlock(context.Background(), netip.MustParsePrefix(cidr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

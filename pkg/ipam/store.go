@@ -99,3 +99,13 @@ type Store interface {
 	// DeleteBlock deletes b if its Version is current.
 	DeleteBlock(ctx context.Context, b Block) error
 }
+
+// CachedStore is a Store that can also list from a cache (the agent's
+// informers). The allocator tries the cache first, overlaid with its own
+// recent writes, and reads the Store itself after a conflict, for an
+// unknown handle, or before reporting exhaustion.
+type CachedStore interface {
+	Store
+	CachedBlocks(ctx context.Context) ([]Block, error)
+	CachedPools(ctx context.Context) ([]Pool, error)
+}
