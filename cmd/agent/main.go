@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/vishvananda/netns"
+
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
 	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster"
@@ -27,6 +29,7 @@ func run() int {
 	socket := flag.String("socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
 	health := flag.String("health-addr", ":9099", "address of /livez and /readyz")
 	debug := flag.Bool("debug", false, "log at debug level")
+	nsPath := flag.String("netns", "", "program the dataplane of the network namespace at this path instead of the agent's own (tests run several agents on one host); API traffic stays in the agent's namespace")
 	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
 	flag.StringVar(&cfg.NodeIPMethod, "node-ip-method", "first-found", "first-found | interface=RE | skip-interface=RE | can-reach=IP | cidr=CIDR | kubernetes-internal-ip")
 	flag.Parse()
@@ -36,6 +39,15 @@ func run() int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	if *nsPath != "" {
+		h, err := netns.GetFromPath(*nsPath)
+		if err != nil {
+			log.Error("wren-agent: open --netns", "path", *nsPath, "err", err)
+			return 1
+		}
+		defer h.Close()
+		cfg.NetNS = h
+	}
 	if err := serve(cfg, *kubeconfig, *socket, *health); err != nil {
 		log.Error("wren-agent stopped", "err", err)
 		return 1

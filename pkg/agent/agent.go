@@ -104,14 +104,20 @@ type Agent struct {
 	alloc  *ipam.Allocator
 	run    *runner.Runner
 
-	mu      sync.Mutex
-	self    model.NodeInfo
-	podMTU  int
-	pinned  map[string]model.Workload // CNI ADDs not yet visible in the cache, by handle
-	started uint64                    // syncs started
-	done    uint64                    // highest sync number completed
-	syncCnd *sync.Cond
-	lastErr error
+	// wl orders veth changes against syncs: a sync holds it (write) from
+	// reading the pinned workloads to the end of its Apply, CNI ADD and
+	// DEL hold it (read) while they create or remove a veth and its
+	// route. So a sync never sweeps the veth of an ADD it did not see,
+	// nor complains about the veth of a DEL it still saw.
+	wl sync.RWMutex
+
+	mu       sync.Mutex
+	self     model.NodeInfo
+	podMTU   int
+	pinned   map[string]model.Workload // pods added by CNI ADD (the cache may not show them yet), by handle
+	released map[string]time.Time      // handles removed by CNI DEL (the cache may still show them), and when
+	started  uint64                    // syncs started
+	done     uint64                    // highest sync number completed
 }
 
 // New builds an agent; it opens kernel handles but changes nothing yet.
@@ -120,8 +126,7 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}}
-	a.syncCnd = sync.NewCond(&a.mu)
+	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}}
 	var err error
 	if cfg.NetNS > 0 {
 		a.nl, err = netlink.NewHandleAt(cfg.NetNS)
@@ -264,8 +269,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.mu.Unlock()
 	err := a.syncOnce(ctx)
 	a.mu.Lock()
-	a.done, a.lastErr = n, err
-	a.syncCnd.Broadcast()
+	a.done = n
 	a.mu.Unlock()
 	return err
 }
@@ -285,10 +289,6 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	self := a.self
-	pinned := make([]model.Workload, 0, len(a.pinned))
-	for _, w := range a.pinned {
-		pinned = append(pinned, w)
-	}
 	a.mu.Unlock()
 	var peers []model.Node
 	for _, n := range nodes {
@@ -322,7 +322,17 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	if d, _ := Build(in); d.PodMTU != 0 {
 		podMTU = d.PodMTU
 	}
-	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, podMTU)
+
+	a.wl.Lock()
+	defer a.wl.Unlock()
+	a.mu.Lock()
+	pinned := make([]model.Workload, 0, len(a.pinned))
+	for _, w := range a.pinned {
+		pinned = append(pinned, w)
+	}
+	released := a.pruneReleased(blocks)
+	a.mu.Unlock()
+	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, podMTU)
 	d, berrs := Build(in)
 	for _, e := range berrs {
 		a.log.Debug("not routed", "reason", e)
@@ -366,7 +376,7 @@ func (a *Agent) uplink(ip netip.Prefix) (string, error) {
 
 // localWorkloads are this node's pods: the addresses IPAM recorded for it
 // (which survive agent restarts) plus CNI ADDs in flight.
-func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, mtu int) []model.Workload {
+func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, released map[string]bool, mtu int) []model.Workload {
 	seen := map[netip.Addr]bool{}
 	var ws []model.Workload
 	for _, w := range pinned {
@@ -376,7 +386,7 @@ func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, m
 	}
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			if al.Node != node || al.Pod == "" || seen[al.IP] {
+			if al.Node != node || al.Pod == "" || seen[al.IP] || released[al.Handle] {
 				continue
 			}
 			seen[al.IP] = true
@@ -385,6 +395,34 @@ func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, m
 		}
 	}
 	return ws
+}
+
+// releasedTTL bounds how long a DEL's handle hides a cached allocation:
+// the informer shows the release within milliseconds; a handle still
+// allocated after this long was allocated again or never released.
+const releasedTTL = time.Minute
+
+// pruneReleased forgets released handles the cache no longer shows (or
+// that are older than releasedTTL) and returns the rest. a.mu is held.
+func (a *Agent) pruneReleased(blocks []ipam.Block) map[string]bool {
+	if len(a.released) == 0 {
+		return nil
+	}
+	cached := map[string]bool{}
+	for _, b := range blocks {
+		for _, al := range b.Allocations {
+			if _, ok := a.released[al.Handle]; ok {
+				cached[al.Handle] = true
+			}
+		}
+	}
+	for h, at := range a.released {
+		if !cached[h] || time.Since(at) > releasedTTL {
+			delete(a.released, h)
+			delete(cached, h)
+		}
+	}
+	return cached
 }
 
 // housekeeping, once a minute: releases empty blocks after their grace
@@ -414,32 +452,6 @@ func (a *Agent) housekeeping(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// waitSynced blocks until a sync that started after this call has
-// completed (successfully or not: one bad object elsewhere must not hold
-// up a pod), or ctx ends. It returns that sync's error for the caller to
-// report.
-func (a *Agent) waitSynced(ctx context.Context) error {
-	a.mu.Lock()
-	target := a.started + 1
-	a.mu.Unlock()
-	a.run.Poke()
-	stop := context.AfterFunc(ctx, func() {
-		a.mu.Lock()
-		a.syncCnd.Broadcast()
-		a.mu.Unlock()
-	})
-	defer stop()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for a.done < target && ctx.Err() == nil {
-		a.syncCnd.Wait()
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("wait for sync: %w (last sync error: %v)", ctx.Err(), a.lastErr)
-	}
-	return a.lastErr
 }
 
 // Ready reports whether the node is registered and one full sync has

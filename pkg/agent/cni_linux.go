@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -21,15 +22,15 @@ var _ cniserver.Handler = (*Agent)(nil)
 func (a *Agent) ready() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.alloc == nil || !a.self.IP.IsValid() {
+	if a.alloc == nil || !a.self.IP.IsValid() || a.done == 0 {
 		return cniserver.Errorf(cniserver.ReasonNotReady, "wren agent on node %s is still starting (waiting for the Kubernetes API)", a.cfg.NodeName)
 	}
 	return nil
 }
 
-// Add allocates the pod's address, builds its veth pair and waits until
-// the loop has programmed its route, so the pod is reachable when the
-// runtime starts it. A repeated ADD returns the same address.
+// Add allocates the pod's address, builds its veth pair and programs its
+// route, so the pod is reachable when the runtime starts it. A repeated
+// ADD returns the same address.
 func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Result, error) {
 	if err := a.ready(); err != nil {
 		return cniserver.Result{}, err
@@ -52,48 +53,52 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	w := model.Workload{Namespace: req.Namespace, Name: req.Name, ContainerID: req.ContainerID,
 		HostIface: proxyarp.VethName(req.Namespace, req.Name), IP: r.IP, MTU: mtu}
 	handle := req.Namespace + "/" + req.Name + "/" + req.ContainerID
-	// Pin the workload before its veth exists, so the loop's orphan sweep
-	// never removes a veth whose allocation the cache has not shown yet.
-	a.mu.Lock()
-	a.pinned[handle] = w
-	a.mu.Unlock()
 	ifName := req.IfName
 	if ifName == "" {
 		ifName = "eth0"
 	}
-	if err := proxyarp.SetupPodWith(ctx, a.nl, a.cfg.Sysctl, podNS, w, ifName); err != nil {
-		a.unpin(handle)
+	if err := a.setupPod(ctx, podNS, w, handle, ifName); err != nil {
 		if rerr := a.alloc.Release(context.WithoutCancel(ctx), handle); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return cniserver.Result{}, fmt.Errorf("pod %s: %w", req.Key(), err)
 	}
-	if err := a.waitSynced(ctx); err != nil {
-		// The pod is set up; a failing unrelated object must not fail
-		// it. Report only whether its own route is missing.
-		if rerr := a.podRouteMissing(w); rerr != nil {
-			return cniserver.Result{}, cniserver.Errorf(cniserver.ReasonNotReady, "pod %s: %v (sync: %v)", req.Key(), rerr, err)
+	// The loop takes it from here (and repairs the veth and the route
+	// if anything removes them).
+	a.run.Poke()
+	return cniserver.Result{IP: netip.PrefixFrom(r.IP, 32), MTU: mtu, HostIface: w.HostIface, Block: r.Block}, nil
+}
+
+// setupPod pins the workload, builds its veth pair and writes its /32
+// route at once, so the pod is reachable when ADD returns. It holds a.wl
+// (read) throughout: a sync that started before the pin finishes first,
+// and every later one sees the pin, so none sweeps the new veth or its
+// route. On failure the pin is dropped again.
+func (a *Agent) setupPod(ctx context.Context, podNS netns.NsHandle, w model.Workload, handle, ifName string) error {
+	a.wl.RLock()
+	defer a.wl.RUnlock()
+	a.mu.Lock()
+	a.pinned[handle] = w
+	delete(a.released, handle)
+	a.mu.Unlock()
+	err := proxyarp.SetupPodWith(ctx, a.nl, a.cfg.Sysctl, podNS, w, ifName)
+	if err == nil {
+		var l netlink.Link
+		if l, err = a.nl.LinkByName(w.HostIface); err == nil {
+			err = a.routes.AddNow(model.Route{Dst: netip.PrefixFrom(w.IP, 32), Kind: model.RoutePod, Device: w.HostIface}, l.Attrs().Index)
 		}
 	}
-	return cniserver.Result{IP: netip.PrefixFrom(r.IP, 32), MTU: mtu, HostIface: w.HostIface, Block: r.Block}, nil
+	if err != nil {
+		a.unpin(handle)
+		return err
+	}
+	return nil
 }
 
 func (a *Agent) unpin(handle string) {
 	a.mu.Lock()
 	delete(a.pinned, handle)
 	a.mu.Unlock()
-}
-
-// podRouteMissing reports an error unless the pod's /32 is in the kernel.
-func (a *Agent) podRouteMissing(w model.Workload) error {
-	rs, err := a.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: netlinkIPNet(netip.PrefixFrom(w.IP, 32))}, netlink.RT_FILTER_DST)
-	if err != nil {
-		return err
-	}
-	if len(rs) == 0 {
-		return fmt.Errorf("route to %s not programmed yet", w.IP)
-	}
-	return nil
 }
 
 // Del releases the pod's address and removes its veth. Unknown containers
@@ -115,14 +120,29 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 		return nil
 	}
 	w := model.Workload{Namespace: al.Namespace, Name: al.Pod, ContainerID: al.ContainerID, HostIface: proxyarp.VethName(al.Namespace, al.Pod), IP: al.IP}
-	if err := proxyarp.TeardownPod(a.nl, w); err != nil {
+	if err := a.teardownPod(w, al.Handle); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
-	a.unpin(al.Handle)
 	if err := a.alloc.Release(ctx, al.Handle); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
 	a.run.Poke()
+	return nil
+}
+
+// teardownPod removes the pod's veth (its route goes with it) and drops
+// the workload from the desired state, holding a.wl (read) so no sync is
+// half-way through with the workload still in it.
+func (a *Agent) teardownPod(w model.Workload, handle string) error {
+	a.wl.RLock()
+	defer a.wl.RUnlock()
+	if err := proxyarp.TeardownPod(a.nl, w); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	delete(a.pinned, handle)
+	a.released[handle] = time.Now()
+	a.mu.Unlock()
 	return nil
 }
 
@@ -150,16 +170,9 @@ func (a *Agent) Check(ctx context.Context, req cniserver.CheckRequest) error {
 
 // findContainer finds this node's allocation for a container ID.
 func (a *Agent) findContainer(ctx context.Context, id string) (ipam.Allocation, bool, error) {
-	blocks, err := a.cluster.IPAMStore().ListBlocks(ctx)
+	al, ok, err := a.alloc.Find(ctx, func(al ipam.Allocation) bool { return al.ContainerID == id })
 	if err != nil {
-		return ipam.Allocation{}, false, cniserver.Errorf(cniserver.ReasonNotReady, "list IPAM blocks: %v", err)
+		return ipam.Allocation{}, false, cniserver.Errorf(cniserver.ReasonNotReady, "look up container %s in IPAM: %v", id, err)
 	}
-	for _, b := range blocks {
-		for _, al := range b.Allocations {
-			if al.ContainerID == id && al.Node == a.cfg.NodeName {
-				return al, true, nil
-			}
-		}
-	}
-	return ipam.Allocation{}, false, nil
+	return al, ok, nil
 }

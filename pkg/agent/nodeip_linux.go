@@ -134,7 +134,3 @@ func firstMatch(src AddrSource, iface func(string) bool, ok func(netip.Addr) boo
 	}
 	return NodeIP{}, fmt.Errorf("no matching IPv4 address among %s", strings.Join(seen, ", "))
 }
-
-func netlinkIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
