@@ -1,6 +1,6 @@
 # Wren — see README.md. Targets that touch the kernel need root; they only
-# ever create network namespaces named wrent-* (tests) and never change
-# the root namespace.
+# ever create network namespaces named wrent-* (tests) or wrenlab-* (the
+# lab) and never change the root namespace.
 
 GO      ?= go
 BIN     := bin
@@ -48,8 +48,9 @@ kube:
 
 # lab brings up a three-node cluster in network namespaces named wrenlab-*
 # (root; state in /var/run/wren-lab; see docs/lab.md). lab-down removes it.
+# It runs deps first, so it is the whole set-up of a fresh machine.
 .PHONY: lab lab-down
-lab:
+lab: deps
 	hack/lab/up.sh
 
 lab-down:

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system packages Wren's tests use on a fresh Debian machine.
+# Installs the system packages Wren's tests and lab use on a fresh Debian machine.
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
 command -v bridge >/dev/null || need+=(iproute2)
+# The lab: certificates, /readyz probes, CNI results.
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
 # The reference ptp + host-local plugins of the CNI benchmark and its
 # TestCNIAddDel smoke test.
 [[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)

@@ -231,8 +231,8 @@ func kernelRelease() string {
 func (e *env) startAgent(tb testing.TB, rc *rest.Config, shippedQPS bool) string {
 	tb.Helper()
 	if shippedQPS {
-		// cluster.RESTConfig leaves QPS and Burst unset, so wren-agent
-		// runs with client-go's default limit of 5 requests/s, burst 10.
+		// With QPS and Burst unset (as cluster.RESTConfig leaves them),
+		// cluster.NewView applies wren-agent's own limit.
 		rc = rest.CopyConfig(rc)
 		rc.QPS, rc.Burst = 0, 0
 	}
@@ -565,11 +565,11 @@ func TestCNIAddDel(t *testing.T) {
 //
 // It runs twice: with the agent's API client unthrottled (agentqps=1000,
 // as the other end-to-end tests run it), and with the client-side limit
-// the shipped wren-agent has (agentqps=5: client-go's default, since
-// cluster.RESTConfig sets none).
+// the shipped wren-agent has (cluster.ClientQPS, burst
+// cluster.ClientBurst).
 func BenchmarkCNI(b *testing.B) {
 	b.Run("agentqps=1000", func(b *testing.B) { benchCNI(b, false) })
-	b.Run("agentqps=5", func(b *testing.B) { benchCNI(b, true) })
+	b.Run(fmt.Sprintf("agentqps=%d", wcluster.ClientQPS), func(b *testing.B) { benchCNI(b, true) })
 }
 
 func benchCNI(b *testing.B, shippedQPS bool) {

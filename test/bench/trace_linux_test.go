@@ -20,20 +20,17 @@ import (
 // The agent is measured from the outside, through the interfaces it is
 // built on: its CNI Handler (wrapped before cniserver serves it), its
 // Cluster and the IPAM Store it writes through. That splits a Wren ADD
-// into exec + gRPC, API calls, pod set-up plus waiting for the loop, and
-// the loop's sync, without touching pkg/agent.
+// into exec + gRPC, API calls and the rest (veth, pod side, route),
+// without touching pkg/agent.
 
 // Span kinds.
 const (
 	kindAdd   = "add"   // Handler.Add
 	kindDel   = "del"   // Handler.Del
 	kindStore = "store" // one ipam.Store call (a request to the API server)
+	kindCache = "cache" // one read of the informer cache through the store
 	kindSync  = "sync"  // one agent sync: Cluster.Pools() .. Cluster.BGPPeers()
 )
-
-// minInterval is runner.Config's default MinInterval, which the agent
-// under test uses.
-const minInterval = 100 * time.Millisecond
 
 type span struct {
 	op         string
@@ -160,6 +157,18 @@ func (s *timedStore) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return s.Store.ListBlocks(ctx)
 }
 
+// CachedBlocks and CachedPools pass the informer cache through (the
+// agent's allocator reads it first); they are counted, not API requests.
+func (s *timedStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
+	defer s.tr.record(kindCache, "CachedBlocks", time.Now())
+	return s.Store.(ipam.CachedStore).CachedBlocks(ctx)
+}
+
+func (s *timedStore) CachedPools(ctx context.Context) ([]ipam.Pool, error) {
+	defer s.tr.record(kindCache, "CachedPools", time.Now())
+	return s.Store.(ipam.CachedStore).CachedPools(ctx)
+}
+
 func (s *timedStore) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
 	defer s.tr.record(kindStore, "GetBlock", time.Now())
 	return s.Store.GetBlock(ctx, cidr)
@@ -183,8 +192,7 @@ func (s *timedStore) DeleteBlock(ctx context.Context, b ipam.Block) error {
 // wrenBreakdown splits Wren's ADD and DEL latencies into parts.
 type wrenBreakdown struct {
 	add struct {
-		total, exec, api, setupWait, sync, other, ping stats
-		gated, noSync                                  int
+		total, exec, api, other, ping stats
 	}
 	del struct {
 		total, exec, api, other stats
@@ -204,41 +212,11 @@ func (w *wrenBreakdown) addCall(tr *tracer, n int, at addTiming) {
 	a.exec.add(at.returned - sp.dur())
 	a.ping.add(at.pingable - at.returned)
 	var api time.Duration
-	allocated := sp.start
 	for _, s := range tr.within(kindStore, sp) {
 		api += s.dur()
-		if s.end.After(allocated) {
-			allocated = s.end
-		}
 	}
 	a.api.add(api)
-	// The sync the ADD waited for: the last one inside the call that
-	// started after the allocation was written.
-	var waited, prev span
-	all := tr.all(kindSync)
-	for i, s := range all {
-		if !s.start.Before(allocated) && !s.end.After(sp.end) {
-			waited = s
-			if i > 0 {
-				prev = all[i-1]
-			}
-		}
-	}
-	if waited.start.IsZero() {
-		a.noSync++
-		a.other.add(sp.dur() - api)
-		return
-	}
-	a.setupWait.add(waited.start.Sub(allocated))
-	a.sync.add(waited.dur())
-	a.other.add(sp.dur() - api - waited.start.Sub(allocated) - waited.dur())
-	// Started exactly MinInterval after the previous sync started: the
-	// runner held it back.
-	if !prev.start.IsZero() {
-		if d := waited.start.Sub(prev.start) - minInterval; d > -time.Millisecond && d < 2*time.Millisecond {
-			a.gated++
-		}
-	}
+	a.other.add(sp.dur() - api)
 }
 
 // delCall splits the DEL whose agent call is the n-th del span.
@@ -266,7 +244,7 @@ func (w *wrenBreakdown) syncs(tr *tracer) {
 	if w.storeOps == nil {
 		w.storeOps = map[string]*stats{}
 	}
-	for _, s := range tr.all(kindStore) {
+	for _, s := range append(tr.all(kindStore), tr.all(kindCache)...) {
 		if w.storeOps[s.op] == nil {
 			w.storeOps[s.op] = &stats{}
 		}
@@ -285,19 +263,15 @@ func (w *wrenBreakdown) String() string {
 	row("total", &a.total)
 	row("exec wren-cni + gRPC (outside the agent)", &a.exec)
 	row("IPAM API requests", &a.api)
-	row("veth + pod set-up + wait for the loop", &a.setupWait)
-	row("the sync ADD waits for", &a.sync)
-	row("rest inside the agent", &a.other)
+	row("veth + pod side + route, rest inside the agent", &a.other)
 	row("ping after the plugin returned", &a.ping)
-	fmt.Fprintf(&b, "  syncs held back by the runner's %s MinInterval: %d of %d ADDs (%d ADDs without a traced sync)\n",
-		minInterval, a.gated, a.total.n(), a.noSync)
 	fmt.Fprintf(&b, "wren DEL, by part (ms):\n")
 	d := &w.del
 	row("total", &d.total)
 	row("exec wren-cni + gRPC (outside the agent)", &d.exec)
 	row("IPAM API requests", &d.api)
 	row("veth teardown, rest inside the agent", &d.other)
-	fmt.Fprintf(&b, "agent loop and API requests over the run (ms):\n")
+	fmt.Fprintf(&b, "agent loop, API requests and cache reads over the run (ms):\n")
 	row("sync (Pools .. BGPPeers)", &w.syncDur)
 	ops := make([]string, 0, len(w.storeOps))
 	for op := range w.storeOps {
@@ -305,7 +279,11 @@ func (w *wrenBreakdown) String() string {
 	}
 	slices.Sort(ops)
 	for _, op := range ops {
-		row("API "+op, w.storeOps[op])
+		kind := "API "
+		if strings.HasPrefix(op, "Cached") {
+			kind = "cache "
+		}
+		row(kind+op, w.storeOps[op])
 	}
 	return b.String()
 }

@@ -118,19 +118,8 @@ func freeLoopbackAddr(t *testing.T) string {
 func (ac *agentCluster) addBinaryNode(name string, sw *nstest.Switch, addr, bin, kubeconfig string) (*agentNode, *agentProc) {
 	t := ac.t
 	t.Helper()
-	ctx := context.Background()
-	ip := netip.MustParsePrefix(addr)
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := ac.c.Create(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.Addr().String()}}
-	if err := ac.c.Status().Update(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	ns := nstest.New(t, name)
-	sw.Attach(t, ns, "eth0", addr, 0)
-	ns.AddRoute(t, "default", "via", ip.Masked().Addr().Next().String())
+	an := ac.newNode(name, sw, addr)
+	ns := an.ns
 	dir := t.TempDir()
 	p := &agentProc{t: t, bin: bin, socket: filepath.Join(dir, "wren.sock"), health: freeLoopbackAddr(t), log: filepath.Join(dir, name+".log")}
 	p.args = []string{"--node-name", name, "--kubeconfig", kubeconfig, "--node-ip-method", "interface=eth0",
@@ -146,7 +135,6 @@ func (ac *agentCluster) addBinaryNode(name string, sw *nstest.Switch, addr, bin,
 	p.start()
 	ready := p.waitReady(30 * time.Second)
 	t.Logf("wren-agent %s (pid %d) ready after %s", name, p.cmd.Process.Pid, ready.Round(time.Millisecond))
-	an := &agentNode{name: name, ns: ns, ip: ip}
 	ac.nodes = append(ac.nodes, an)
 	return an, p
 }

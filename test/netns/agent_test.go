@@ -80,6 +80,15 @@ func (ac *agentCluster) poolCIDR(mode v1alpha1.EncapMode, cidr string) {
 
 // addNode creates the Node object and namespace and starts its agent.
 func (ac *agentCluster) addNode(name string, sw *nstest.Switch, addr string) *agentNode {
+	an := ac.newNode(name, sw, addr)
+	ac.startAgent(an)
+	ac.nodes = append(ac.nodes, an)
+	return an
+}
+
+// newNode creates the Node object (with its InternalIP) and the node's
+// namespace on sw with a default route via the subnet's first address.
+func (ac *agentCluster) newNode(name string, sw *nstest.Switch, addr string) *agentNode {
 	t := ac.t
 	t.Helper()
 	ctx := context.Background()
@@ -95,10 +104,7 @@ func (ac *agentCluster) addNode(name string, sw *nstest.Switch, addr string) *ag
 	ns := nstest.New(t, name)
 	sw.Attach(t, ns, "eth0", addr, 0)
 	ns.AddRoute(t, "default", "via", ip.Masked().Addr().Next().String())
-	an := &agentNode{name: name, ns: ns, ip: ip}
-	ac.startAgent(an)
-	ac.nodes = append(ac.nodes, an)
-	return an
+	return &agentNode{name: name, ns: ns, ip: ip}
 }
 
 // startAgent starts (or restarts) the node's agent and waits until ready.
