@@ -68,7 +68,7 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) 
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
 	log := logger.With("component", "cluster")
-	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, log).WithCache(ca), log: log, warned: map[string]bool{}}, nil
+	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, logger).WithCache(ca), log: log, warned: map[string]bool{}}, nil
 }
 
 // Start registers poke on every watched kind, starts the informers and

@@ -32,7 +32,7 @@ type Reconciler struct {
 func New(cfg Config, nl Netlink) *Reconciler {
 	cfg.Defaults()
 	return &Reconciler{
-		log:  cfg.Logger.With("component", "tunnel"),
+		log:  cfg.Logger,
 		nl:   nl,
 		want: normalize(model.Tunnels{}),
 	}
