@@ -109,7 +109,7 @@ func (v *View) Nodes() ([]model.NodeInfo, error) {
 	out := make([]model.NodeInfo, 0, len(l.Items))
 	for i := range l.Items {
 		n := &l.Items[i]
-		ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Annotations: n.Annotations}
+		ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Annotations: n.Annotations, Labels: n.Labels}
 		if s := n.Annotations[AnnotationIPv4]; s != "" {
 			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
 				ni.IP = p

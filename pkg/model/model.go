@@ -200,7 +200,26 @@ type PoolMode struct {
 type NodeInfo struct {
 	Node
 	Annotations map[string]string
+	Labels      map[string]string
 	InternalIP  netip.Addr // status.addresses InternalIP, if any
+}
+
+// BGPSession is one BGP session a node wants.
+type BGPSession struct {
+	// Name says where the session comes from, for logs and status:
+	// "mesh/<node>", "rr/<node>" or "bgppeer/<object>".
+	Name    string
+	Address netip.Addr
+	Port    int // 0 means 179
+	AS      uint32
+	// Passive: wait for the peer to connect. Between nodes the one with
+	// the higher address is passive, so two nodes never open colliding
+	// connections.
+	Passive bool
+	// RRClient: this node is a route reflector and the peer is its
+	// client; ClusterID is the reflector's cluster ID then.
+	RRClient  bool
+	ClusterID netip.Addr
 }
 
 // BGPPeer is an explicit BGP peer (a BGPPeer object) as far as the agent
