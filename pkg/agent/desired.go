@@ -23,6 +23,14 @@ type Inputs struct {
 	Workloads []model.Workload // local pods
 	HostMTU   int
 	Uplink    string // the device carrying Self.IP
+	// BGP: the node runs its BGP speaker. Remote blocks and borrowed
+	// addresses of pools without VXLAN are then routed from Learned (what
+	// the peers advertise), not from the IPAMBlocks; VXLAN pools are
+	// always routed from the IPAMBlocks, as Calico does.
+	BGP     bool
+	Learned []model.LearnedRoute
+	// ServiceCIDRs are advertised with the node's blocks.
+	ServiceCIDRs []netip.Prefix
 }
 
 // Build computes the node's desired state. Problems with single objects
@@ -90,6 +98,9 @@ func Build(in Inputs) (model.Desired, []error) {
 			errs = append(errs, fmt.Errorf("block %s: inside no IPPool; not routed", b.CIDR))
 			continue
 		}
+		if in.BGP && b.Affinity != in.Self.Name && !isVXLAN(pool) {
+			continue // routed from BGP (below)
+		}
 		if b.Affinity == in.Self.Name {
 			// Own block: blackhole what is not allocated locally, so
 			// traffic to unused addresses dies here instead of looping
@@ -111,7 +122,7 @@ func Build(in Inputs) (model.Desired, []error) {
 		// wins over the owner's block route (or blackhole) by longest
 		// prefix.
 		for _, al := range b.Allocations {
-			if al.Node == "" || al.Node == b.Affinity || al.Node == in.Self.Name || local[al.IP] {
+			if al.Node == "" || al.Node == b.Affinity || al.Node == in.Self.Name || local[al.IP] || in.BGP && !isVXLAN(pool) {
 				continue
 			}
 			host, ok := nodes[al.Node]
@@ -126,7 +137,103 @@ func Build(in Inputs) (model.Desired, []error) {
 			d.Routes = append(d.Routes, r)
 		}
 	}
+	if in.BGP {
+		rs, rerrs := learnedRoutes(in, nodes, local)
+		d.Routes = append(d.Routes, rs...)
+		errs = append(errs, rerrs...)
+	}
+	d.Advertise = advertisements(in)
 	return d, errs
+}
+
+func isVXLAN(p model.PoolMode) bool { return p.VXLAN != model.EncapNever && p.VXLAN != "" }
+
+// learnedRoutes turns BGP best paths into kernel routes, shaped by the
+// pool's mode towards the node whose address is the next hop (a next hop
+// that is no node, such as a top-of-rack router, is treated like a node
+// at that address). Paths outside every enabled pool, in VXLAN pools (the
+// IPAMBlocks route those), for local pod addresses or for the node's own
+// blocks are not installed; the speaker's import policy should already
+// have rejected most of them.
+func learnedRoutes(in Inputs, nodes map[string]model.Node, local map[netip.Addr]bool) ([]model.Route, []error) {
+	byIP := map[netip.Addr]model.Node{}
+	for _, n := range nodes {
+		if n.IP.IsValid() && n.Name != in.Self.Name {
+			byIP[n.IP.Addr()] = n
+		}
+	}
+	own := func(p netip.Prefix) bool {
+		for _, b := range in.Blocks {
+			if b.Affinity == in.Self.Name && b.CIDR.Overlaps(p) && b.CIDR.Bits() <= p.Bits() {
+				return true
+			}
+		}
+		return false
+	}
+	var out []model.Route
+	var errs []error
+	seen := map[netip.Prefix]bool{}
+	for _, l := range in.Learned {
+		p := l.Prefix.Masked()
+		pool, ok := poolOf(in.Pools, p)
+		switch {
+		case seen[p] || !ok || pool.Disabled || isVXLAN(pool):
+			continue
+		case p.Bits() == 32 && local[p.Addr()]:
+			continue
+		case p.Bits() < 32 && own(p):
+			continue
+		}
+		seen[p] = true
+		n, ok := byIP[l.NextHop]
+		if !ok {
+			if l.NextHop == in.Self.IP.Addr() || !l.NextHop.Is4() {
+				errs = append(errs, fmt.Errorf("learned %s via %s: next hop is this node or not IPv4; not routed", p, l.NextHop))
+				continue
+			}
+			n = model.Node{Name: "peer " + l.NextHop.String(), IP: netip.PrefixFrom(l.NextHop, in.Self.IP.Bits())}
+		}
+		r, err := remoteRoute(in, pool, n, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("learned %s via %s: %w", p, l.NextHop, err))
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errs
+}
+
+// advertisements is what the node announces: its confirmed blocks in
+// enabled pools without disableBGPExport, the /32 of every local pod whose
+// address lies outside its own blocks (borrowed), and the service ranges.
+func advertisements(in Inputs) []netip.Prefix {
+	var out []netip.Prefix
+	var ownBlocks []netip.Prefix
+	for _, b := range in.Blocks {
+		if b.Affinity != in.Self.Name || b.State != ipam.StateConfirmed {
+			continue
+		}
+		ownBlocks = append(ownBlocks, b.CIDR)
+		if pool, ok := poolOf(in.Pools, b.CIDR); ok && !pool.Disabled && !pool.DisableBGPExport {
+			out = append(out, b.CIDR)
+		}
+	}
+	for _, w := range in.Workloads {
+		if slices.ContainsFunc(ownBlocks, func(c netip.Prefix) bool { return c.Contains(w.IP) }) {
+			continue
+		}
+		if pool, ok := poolOf(in.Pools, netip.PrefixFrom(w.IP, 32)); ok && !pool.DisableBGPExport {
+			out = append(out, netip.PrefixFrom(w.IP, 32))
+		}
+	}
+	out = append(out, in.ServiceCIDRs...)
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(out)
 }
 
 // remoteRoute routes dst to node n by the pool's mode: VXLAN via its VTEP

@@ -143,3 +143,64 @@ func TestBuildGaps(t *testing.T) {
 		t.Errorf("routes %q; want only the own blackhole (none for the /32 block)", got)
 	}
 }
+
+// TestBuildBGP: with the speaker running, remote blocks and borrowed
+// addresses of non-VXLAN pools come from learned paths, shaped by the
+// pool's mode towards the next hop's node; VXLAN pools keep coming from
+// the IPAMBlocks; what the node advertises is its confirmed blocks
+// (unless disableBGPExport), its borrowed pods' /32s and service ranges.
+func TestBuildBGP(t *testing.T) {
+	a := nodeN("node-a", "198.18.0.11/24", "")
+	b := nodeN("node-b", "198.18.0.12/24", "")
+	c := nodeN("node-c", "198.18.1.13/24", "10.244.9.0")
+	borrowed := model.Workload{Namespace: "default", Name: "guest", HostIface: "cali2222222222b", IP: addr("10.244.2.7")}
+	web := model.Workload{Namespace: "default", Name: "web", HostIface: "cali1111111111a", IP: addr("10.244.1.5")}
+	pools := []model.PoolMode{
+		{Name: "plain", CIDR: pfx("10.244.0.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever},
+		{Name: "vx", CIDR: pfx("10.244.16.0/20"), VXLAN: model.EncapAlways, IPIP: model.EncapNever},
+		{Name: "quiet", CIDR: pfx("10.244.32.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever, DisableBGPExport: true},
+	}
+	blocks := []ipam.Block{
+		blk("10.244.1.0/26", "node-a", ipam.StateConfirmed, ipam.Allocation{IP: addr("10.244.1.5"), Node: "node-a"}),
+		blk("10.244.32.0/26", "node-a", ipam.StateConfirmed),
+		blk("10.244.2.0/26", "node-b", ipam.StateConfirmed, ipam.Allocation{IP: addr("10.244.2.7"), Node: "node-a"}),
+		blk("10.244.3.0/26", "node-c", ipam.StateConfirmed), // learned below
+		blk("10.244.4.0/26", "node-b", ipam.StateConfirmed), // not learned: no route
+		blk("10.244.16.0/26", "node-c", ipam.StateConfirmed),
+	}
+	in := Inputs{Self: a, Nodes: []model.Node{a, b, c}, Pools: pools, Blocks: blocks, Workloads: []model.Workload{web, borrowed},
+		HostMTU: 1500, Uplink: "eth0", BGP: true, ServiceCIDRs: []netip.Prefix{pfx("10.96.0.0/12")},
+		Learned: []model.LearnedRoute{
+			{Prefix: pfx("10.244.2.0/26"), NextHop: addr("198.18.0.12")},
+			{Prefix: pfx("10.244.3.0/26"), NextHop: addr("198.18.1.13")},
+			{Prefix: pfx("10.244.5.0/26"), NextHop: addr("198.18.0.1")},  // from a router, not a node
+			{Prefix: pfx("10.244.1.0/26"), NextHop: addr("198.18.0.12")}, // our own block
+			{Prefix: pfx("10.244.2.7/32"), NextHop: addr("198.18.0.12")}, // our own pod
+			{Prefix: pfx("10.244.16.0/26"), NextHop: addr("198.18.1.13")}, // VXLAN pool: from the API
+			{Prefix: pfx("192.168.0.0/24"), NextHop: addr("198.18.0.12")}, // outside every pool
+		}}
+	d, errs := Build(in)
+	if len(errs) != 0 {
+		t.Fatalf("errors: %v", errs)
+	}
+	want := strings.Join([]string{
+		"10.244.1.5/32 dev cali1111111111a scope link",
+		"10.244.16.0/26 via 10.244.9.0 dev vxlan.calico onlink mtu 1450",
+		"10.244.2.0/26 via 198.18.0.12 dev eth0",
+		"10.244.2.7/32 dev cali2222222222b scope link",
+		"10.244.3.0/26 via 198.18.1.13 dev eth0",
+		"10.244.5.0/26 via 198.18.0.1 dev eth0",
+		"blackhole 10.244.1.0/26",
+		"blackhole 10.244.32.0/26",
+	}, "\n")
+	if diff := cmp.Diff(want, routesText(d.Routes)); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+	var adv []string
+	for _, p := range d.Advertise {
+		adv = append(adv, p.String())
+	}
+	if got, want := strings.Join(adv, " "), "10.96.0.0/12 10.244.1.0/26 10.244.2.7/32"; got != want {
+		t.Errorf("advertised %q, want %q", got, want)
+	}
+}

@@ -184,7 +184,7 @@ func (v *View) Pools() ([]model.PoolMode, error) {
 			v.Warn("IPPool", p.Name, "OverlappingPool", fmt.Sprintf("spec.cidr %s overlaps IPPool %s (%s); the newer pool is ignored", cidr, out[j].Name, out[j].CIDR))
 			continue
 		}
-		out = append(out, model.PoolMode{Name: p.Name, CIDR: cidr, VXLAN: vx, IPIP: ip, Disabled: p.Spec.Disabled})
+		out = append(out, model.PoolMode{Name: p.Name, CIDR: cidr, VXLAN: vx, IPIP: ip, Disabled: p.Spec.Disabled, DisableBGPExport: p.Spec.DisableBGPExport})
 	}
 	return out, nil
 }

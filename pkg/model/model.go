@@ -169,6 +169,15 @@ type Desired struct {
 	Workloads []Workload
 	Routes    []Route
 	PodMTU    int // MTU handed to the CNI plugin for new pods
+	// Advertise is what the node announces over BGP: its confirmed
+	// blocks, borrowed pod addresses (/32) and service ranges.
+	Advertise []netip.Prefix
+}
+
+// LearnedRoute is a best path BGP learned from a peer.
+type LearnedRoute struct {
+	Prefix  netip.Prefix
+	NextHop netip.Addr
 }
 
 // Node is what the agent knows of a node from its Node object and
@@ -189,11 +198,12 @@ type Node struct {
 
 // PoolMode is the encapsulation part of an IPPool.
 type PoolMode struct {
-	Name     string
-	CIDR     netip.Prefix
-	VXLAN    EncapMode
-	IPIP     EncapMode
-	Disabled bool
+	Name             string
+	CIDR             netip.Prefix
+	VXLAN            EncapMode
+	IPIP             EncapMode
+	Disabled         bool
+	DisableBGPExport bool // the pool's blocks are never advertised
 }
 
 // NodeInfo is a Node as the cluster layer reports it.
