@@ -173,9 +173,9 @@ func TestBuildBGP(t *testing.T) {
 		Learned: []model.LearnedRoute{
 			{Prefix: pfx("10.244.2.0/26"), NextHop: addr("198.18.0.12")},
 			{Prefix: pfx("10.244.3.0/26"), NextHop: addr("198.18.1.13")},
-			{Prefix: pfx("10.244.5.0/26"), NextHop: addr("198.18.0.1")},  // from a router, not a node
-			{Prefix: pfx("10.244.1.0/26"), NextHop: addr("198.18.0.12")}, // our own block
-			{Prefix: pfx("10.244.2.7/32"), NextHop: addr("198.18.0.12")}, // our own pod
+			{Prefix: pfx("10.244.5.0/26"), NextHop: addr("198.18.0.1")},   // from a router, not a node
+			{Prefix: pfx("10.244.1.0/26"), NextHop: addr("198.18.0.12")},  // our own block
+			{Prefix: pfx("10.244.2.7/32"), NextHop: addr("198.18.0.12")},  // our own pod
 			{Prefix: pfx("10.244.16.0/26"), NextHop: addr("198.18.1.13")}, // VXLAN pool: from the API
 			{Prefix: pfx("192.168.0.0/24"), NextHop: addr("198.18.0.12")}, // outside every pool
 		}}
