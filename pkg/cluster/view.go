@@ -79,7 +79,7 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}, &v1alpha1.BGPPeer{}} {
+	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPConfiguration{}} {
 		inf, err := v.cache.GetInformer(ctx, o)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", o, err)
@@ -213,6 +213,58 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 		out = append(out, peer)
 	}
 	return out, nil
+}
+
+// BGPConfig returns the BGPConfiguration named default with defaults
+// filled in (AS 0 meaning "nodes use 64512", mesh on, port 179). Service
+// ranges that do not parse are reported and left out.
+func (v *View) BGPConfig() (model.BGPConfig, error) {
+	cfg := model.BGPConfig{MeshEnabled: true, ListenPort: 179}
+	var o v1alpha1.BGPConfiguration
+	err := v.cache.Get(context.Background(), client.ObjectKey{Name: v1alpha1.BGPConfigurationName}, &o)
+	switch {
+	case apierrors.IsNotFound(err):
+		return cfg, nil
+	case err != nil:
+		return cfg, fmt.Errorf("get bgpconfiguration %s: %w", v1alpha1.BGPConfigurationName, err)
+	}
+	sp := o.Spec
+	if sp.ASNumber != nil {
+		cfg.AS = uint32(*sp.ASNumber)
+	}
+	if sp.NodeToNodeMeshEnabled != nil {
+		cfg.MeshEnabled = *sp.NodeToNodeMeshEnabled
+	}
+	if sp.ListenPort != nil {
+		cfg.ListenPort = int(*sp.ListenPort)
+	}
+	for _, d := range []struct {
+		to   *time.Duration
+		from *metav1.Duration
+	}{{&cfg.Keepalive, sp.KeepaliveTime}, {&cfg.Hold, sp.HoldTime}, {&cfg.RestartTime, sp.NodeMeshMaxRestartTime}} {
+		if d.from != nil {
+			*d.to = d.from.Duration
+		}
+	}
+	for field, list := range map[string][]v1alpha1.ServiceIPBlock{"serviceClusterIPs": sp.ServiceClusterIPs,
+		"serviceExternalIPs": sp.ServiceExternalIPs, "serviceLoadBalancerIPs": sp.ServiceLoadBalancerIPs} {
+		for i, b := range list {
+			p, err := b.CIDR.Prefix()
+			if err != nil {
+				v.Warn("BGPConfiguration", o.Name, "InvalidCIDR", fmt.Sprintf("spec.%s[%d].cidr: %v; not advertised", field, i, err))
+				continue
+			}
+			cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, p)
+		}
+	}
+	slices.SortFunc(cfg.ServiceCIDRs, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	cfg.ServiceCIDRs = slices.Compact(cfg.ServiceCIDRs)
+	return cfg, nil
 }
 
 // Blocks returns every IPAMBlock from the cache.

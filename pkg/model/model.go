@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // RouteKind says what a route is for; it decides the netlink shape of the
@@ -172,6 +173,18 @@ type Desired struct {
 	// Advertise is what the node announces over BGP: its confirmed
 	// blocks, borrowed pod addresses (/32) and service ranges.
 	Advertise []netip.Prefix
+}
+
+// BGPConfig is the cluster-wide BGP configuration (the BGPConfiguration
+// named default, with defaults filled in).
+type BGPConfig struct {
+	AS           uint32 // 0 when unset: nodes use 64512
+	MeshEnabled  bool
+	ListenPort   int
+	ServiceCIDRs []netip.Prefix
+	Keepalive    time.Duration // 0: the speaker's default
+	Hold         time.Duration
+	RestartTime  time.Duration
 }
 
 // LearnedRoute is a best path BGP learned from a peer.

@@ -1,0 +1,67 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/wren-net/wren/pkg/cluster"
+	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/model"
+	kubetest "github.com/wren-net/wren/test/kube"
+)
+
+// TestViewBGPConfig: without a BGPConfiguration the defaults apply (mesh
+// on, port 179, AS unset); once one is created, the view reflects it,
+// service ranges sorted.
+func TestViewBGPConfig(t *testing.T) {
+	cfg := kubetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	v, err := cluster.NewView(cfg, "node-a", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.BGPConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (model.BGPConfig{MeshEnabled: true, ListenPort: 179}); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("defaults = %+v, want %+v", got, want)
+	}
+	c, err := cluster.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, mesh, port := v1alpha1.ASNumber(65010), false, int32(1179)
+	o := &v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha1.BGPConfigurationSpec{
+		ASNumber: &as, NodeToNodeMeshEnabled: &mesh, ListenPort: &port,
+		KeepaliveTime:          &metav1.Duration{Duration: 20 * time.Second},
+		ServiceClusterIPs:      []v1alpha1.ServiceIPBlock{{CIDR: "10.96.0.0/12"}},
+		ServiceLoadBalancerIPs: []v1alpha1.ServiceIPBlock{{CIDR: "198.18.100.0/24"}, {CIDR: "10.96.0.0/12"}},
+	}}
+	if err := c.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	want := model.BGPConfig{AS: 65010, ListenPort: 1179, Keepalive: 20 * time.Second,
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("198.18.100.0/24")}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err = v.BGPConfig()
+		if err == nil && fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BGPConfig = %+v, %v; want %+v", got, err, want)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of the deadline loop
+	}
+}
