@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/wren-net/wren/pkg/model"
+)
+
+func learned(specs ...string) []model.LearnedRoute {
+	var out []model.LearnedRoute
+	for i := 0; i < len(specs); i += 2 {
+		out = append(out, model.LearnedRoute{Prefix: pfx(specs[i]), NextHop: addr(specs[i+1])})
+	}
+	return out
+}
+
+func lrText(rs []model.LearnedRoute) string { return fmt.Sprint(rs) }
+
+// TestRouteHold: seeded kernel routes survive until the window ends or a
+// learned path replaces them; a withdrawal inside a window is held, one
+// outside goes at once.
+func TestRouteHold(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	h := newRouteHold()
+	h.Seed(learned("10.244.2.0/26", "198.18.0.12", "10.244.3.0/26", "198.18.0.13"))
+	h.Extend(t0.Add(30 * time.Second))
+
+	// Start: BGP has nothing yet; both seeded routes stay.
+	if got, want := lrText(h.Merge(t0, nil)), lrText(learned("10.244.2.0/26", "198.18.0.12", "10.244.3.0/26", "198.18.0.13")); got != want {
+		t.Fatalf("at start: %s, want %s", got, want)
+	}
+	// One comes back from BGP with a new next hop; the other is still held.
+	if got, want := lrText(h.Merge(t0.Add(time.Second), learned("10.244.2.0/26", "198.18.0.22"))),
+		lrText(learned("10.244.2.0/26", "198.18.0.22", "10.244.3.0/26", "198.18.0.13")); got != want {
+		t.Fatalf("converging: %s, want %s", got, want)
+	}
+	// Window over (converged): the unannounced one goes.
+	h.End()
+	if got, want := lrText(h.Merge(t0.Add(2*time.Second), learned("10.244.2.0/26", "198.18.0.22"))), lrText(learned("10.244.2.0/26", "198.18.0.22")); got != want {
+		t.Fatalf("after the window: %s, want %s", got, want)
+	}
+	// Outside a window a withdrawal is immediate.
+	if got := h.Merge(t0.Add(3*time.Second), nil); len(got) != 0 {
+		t.Fatalf("withdrawn outside a window: %v", got)
+	}
+	// Inside a reshaping window a withdrawal is held, until it ends by time.
+	h.Merge(t0.Add(4*time.Second), learned("10.244.4.0/26", "198.18.0.14"))
+	h.Extend(t0.Add(10 * time.Second))
+	if got := h.Merge(t0.Add(5*time.Second), nil); lrText(got) != lrText(learned("10.244.4.0/26", "198.18.0.14")) {
+		t.Fatalf("withdrawn inside a window: %v", got)
+	}
+	if got := h.Merge(t0.Add(10*time.Second), nil); len(got) != 0 {
+		t.Fatalf("window expired, still held: %v", got)
+	}
+}
