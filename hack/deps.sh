@@ -13,11 +13,19 @@ command -v jq >/dev/null || need+=(jq)
 # The reference ptp + host-local plugins of the CNI benchmark and its
 # TestCNIAddDel smoke test.
 [[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)
+# BIRD 2: a real BGP peer, run inside test namespaces by test/netns/bird.go
+# (the tests fail under CI=true without it).
+command -v bird >/dev/null && command -v birdc >/dev/null || need+=(bird2)
 if ((${#need[@]})); then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq "${need[@]}" >/dev/null
+	# The package enables a bird service in the root namespace (with kernel
+	# export all); the tests start their own, so keep it off.
+	if [[ " ${need[*]} " == *" bird2 "* && -d /run/systemd/system ]]; then
+		systemctl disable --now bird.service >/dev/null 2>&1 || true
+	fi
 fi
 # cnitool drives wren-cni in the tests (the test fails under CI=true
 # without it).
