@@ -19,6 +19,7 @@ import (
 	"github.com/wren-net/wren/pkg/proxyarp"
 	"github.com/wren-net/wren/pkg/routes"
 	"github.com/wren-net/wren/pkg/runner"
+	"github.com/wren-net/wren/pkg/selector"
 	"github.com/wren-net/wren/pkg/sysctl"
 	"github.com/wren-net/wren/pkg/tunnel"
 )
@@ -173,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(ctx); err != nil {
 		return err
 	}
-	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam")}, a.cluster.IPAMStore())
+	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam"), PoolSelected: a.poolSelected}, a.cluster.IPAMStore())
 	if err != nil {
 		return err
 	}
@@ -233,6 +234,31 @@ func (a *Agent) register(ctx context.Context) error {
 		AnnotationIPv4:     ip.Addr.String(),
 		AnnotationVXLANMAC: tunnel.VTEPMAC(a.cfg.NodeName).String(),
 	})
+}
+
+// poolSelected reports whether IPAM may use pool p for this node: an
+// enabled pool whose nodeSelector (a Calico selector) matches the node's
+// labels. A selector that does not parse selects nothing and is reported
+// on the pool.
+func (a *Agent) poolSelected(p ipam.Pool) bool {
+	if p.Disabled {
+		return false
+	}
+	sel, err := selector.Parse(p.NodeSelector)
+	if err != nil {
+		a.cluster.Warn("IPPool", p.Name, "InvalidNodeSelector", fmt.Sprintf("spec.nodeSelector: %v; no node allocates from this pool until it is fixed", err))
+		return false
+	}
+	nodes, err := a.cluster.Nodes()
+	if err != nil {
+		return false
+	}
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			return sel.Matches(n.Labels)
+		}
+	}
+	return false
 }
 
 // ensureTunnelAddr allocates and publishes the node's VXLAN tunnel
