@@ -29,6 +29,7 @@ func run() int {
 	socket := flag.String("socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
 	health := flag.String("health-addr", ":9099", "address of /livez and /readyz")
 	debug := flag.Bool("debug", false, "log at debug level")
+	flag.BoolVar(&cfg.BGP, "bgp", true, "run the BGP speaker (advertise this node's blocks, route other nodes' blocks of pools without VXLAN); --bgp=false for VXLAN-only clusters")
 	nsPath := flag.String("netns", "", "program the dataplane of the network namespace at this path instead of the agent's own (tests run several agents on one host); API traffic stays in the agent's namespace")
 	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
 	flag.StringVar(&cfg.NodeIPMethod, "node-ip-method", "first-found", "first-found | interface=RE | skip-interface=RE | can-reach=IP | cidr=CIDR | kubernetes-internal-ip")
@@ -40,6 +41,13 @@ func run() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
 	if *nsPath != "" {
+		bgpSet := false
+		flag.Visit(func(f *flag.Flag) { bgpSet = bgpSet || f.Name == "bgp" })
+		if bgpSet && cfg.BGP {
+			log.Error("wren-agent: --netns cannot be used with --bgp: the BGP speaker's sockets live in the agent's own network namespace; run the agent inside the node's namespace instead")
+			return 1
+		}
+		cfg.BGP = false // the speaker would listen and dial outside the node's namespace
 		h, err := netns.GetFromPath(*nsPath)
 		if err != nil {
 			log.Error("wren-agent: open --netns", "path", *nsPath, "err", err)

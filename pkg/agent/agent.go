@@ -42,6 +42,8 @@ type Cluster interface {
 	Pools() ([]model.PoolMode, error)
 	Blocks() ([]ipam.Block, error)
 	BGPPeers() ([]model.BGPPeer, error)
+	// BGPConfig is the BGPConfiguration named default, defaults filled in.
+	BGPConfig() (model.BGPConfig, error)
 	IPAMStore() ipam.Store
 	// PublishNode merges annotations into the Node and sets its
 	// NetworkUnavailable condition to False.
@@ -59,6 +61,10 @@ type Config struct {
 	NetNS        netns.NsHandle // <= 0: the agent's own namespace
 	Sysctl       sysctl.FS
 	IfacePattern string // host MTU interfaces; tunnel.DefaultIfacePattern by default
+	// BGP runs the node's BGP speaker (pkg/bgpspeaker) in the agent's
+	// network namespace: it advertises the node's blocks and routes the
+	// other nodes' blocks of pools without VXLAN from what it learns.
+	BGP bool
 	Runner       runner.Config
 	Logger       *slog.Logger
 }
@@ -85,6 +91,11 @@ func (c Config) Validate() error {
 	if c.NodeName == "" {
 		return errors.New("agent: node name is empty (set --node-name or NODENAME)")
 	}
+	if c.BGP && c.NetNS > 0 {
+		// GoBGP's sockets are created on whatever thread runs them: in the
+		// agent's own namespace, not NetNS.
+		return errors.New("agent: BGP needs the agent to run inside the node's network namespace; it cannot be combined with NetNS")
+	}
 	if _, err := regexp.Compile(c.IfacePattern); err != nil {
 		return fmt.Errorf("agent: interface pattern: %w", err)
 	}
@@ -104,6 +115,7 @@ type Agent struct {
 	arp    *proxyarp.Reconciler
 	alloc  *ipam.Allocator
 	run    *runner.Runner
+	bgp    *bgpState // nil without Config.BGP; the loop's
 
 	// wl orders veth changes against syncs: a sync holds it (write) from
 	// reading the pinned workloads to the end of its Apply, CNI ADD and
@@ -178,7 +190,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.cfg.BGP {
+		a.mu.Lock()
+		self := a.self
+		a.mu.Unlock()
+		if err := a.startBGP(ctx, self); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
 	a.alloc = alloc
+	a.mu.Unlock()
 	errc := make(chan error, 2)
 	go func() { errc <- w.Run(ctx, a.run.Poke) }()
 	go func() { errc <- a.run.Run(ctx) }()
@@ -344,6 +366,19 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		return err
 	}
 	in := Inputs{Self: self.Node, Nodes: peers, Pools: pools, Blocks: blocks, HostMTU: mtu, Uplink: uplink}
+	if a.bgp != nil {
+		// Labels (the route-reflector label) from the cache, the address
+		// as this agent detected it.
+		me := self
+		for _, n := range nodes {
+			if n.Name == a.cfg.NodeName {
+				me.Labels, me.Annotations = n.Labels, n.Annotations
+			}
+		}
+		if err := a.bgpInputs(ctx, &in, me, nodes); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	podMTU := mtu
 	if d, _ := Build(in); d.PodMTU != 0 {
 		podMTU = d.PodMTU
@@ -370,6 +405,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.arp.Set(d.Workloads)
 	a.routes.Set(d.Routes)
 	errs = append(errs, a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	if a.bgp != nil {
+		errs = append(errs, a.bgp.speaker.SetAdvertisements(ctx, d.Advertise, self.IP.Addr()))
+	}
 	a.checkPeers()
 	return errors.Join(errs...)
 }

@@ -210,6 +210,21 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 			v.Warn("BGPPeer", p.Name, "InvalidPeerIP", fmt.Sprintf("spec.peerIP %q is not ip or ip:port", p.Spec.PeerIP))
 			continue
 		}
+		sp := p.Spec
+		if sp.ASNumber != nil {
+			peer.AS = uint32(*sp.ASNumber)
+		}
+		peer.Node, peer.NodeSelector = sp.Node, sp.NodeSelector
+		if sp.KeepaliveTime != nil {
+			peer.Keepalive = sp.KeepaliveTime.Duration
+		}
+		if sp.MaxRestartTime != nil {
+			peer.RestartTime = sp.MaxRestartTime.Duration
+		}
+		if sp.TTLSecurity != nil {
+			peer.TTLSecurity = int(*sp.TTLSecurity)
+		}
+		peer.HasPassword = sp.Password != nil
 		out = append(out, peer)
 	}
 	return out, nil

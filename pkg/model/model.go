@@ -251,4 +251,14 @@ type BGPPeer struct {
 	Name string
 	IP   netip.Addr
 	Port int // 0 means 179
+	AS   uint32
+	// Node and NodeSelector choose the nodes that peer; both empty means
+	// every node.
+	Node         string
+	NodeSelector string
+	Keepalive    time.Duration
+	RestartTime  time.Duration
+	TTLSecurity  int
+	// HasPassword: the peering asks for a TCP MD5 password.
+	HasPassword bool
 }

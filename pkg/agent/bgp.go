@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/wren-net/wren/pkg/bgpspeaker"
+	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/routes"
+	"github.com/wren-net/wren/pkg/selector"
+)
+
+// BGP timing of the agent.
+const (
+	// DefaultRestartTime is the graceful-restart time (RFC 4724) offered
+	// to peers unless the BGPConfiguration or BGPPeer sets one: how long
+	// they keep this node's routes while its agent restarts.
+	DefaultRestartTime = 120 * time.Second
+	// startupHold bounds how long a starting agent keeps the kernel
+	// routes of its previous run while its sessions come up.
+	startupHold = 60 * time.Second
+	// settleAfter is how long every session must have been established
+	// before BGP counts as converged (the peers send their tables right
+	// after the session opens; End-of-RIB is not visible through the
+	// speaker).
+	settleAfter = 2 * time.Second
+	// reshapeHold bounds make-before-break: sessions the topology no
+	// longer wants, and the routes learned through them, stay at most
+	// this long while the new sessions come up.
+	reshapeHold = 30 * time.Second
+)
+
+// bgpState is the loop's BGP state; only the loop touches it.
+type bgpState struct {
+	speaker  *bgpspeaker.Speaker
+	as       uint32
+	hold     *routeHold
+	starting bool                          // the startup window is open
+	wanted   map[netip.Addr]model.BGPSession // last desired sessions
+	retiring map[netip.Addr]retiring        // no longer wanted, kept until the new ones are up
+}
+
+type retiring struct {
+	s     model.BGPSession
+	until time.Time
+}
+
+// startBGP starts the speaker with the node's router ID and AS, seeds the
+// route hold with the kernel's remote routes of non-VXLAN pools (the
+// previous run's, kept until BGP has converged) and pokes the loop on
+// every best-path change.
+func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
+	cfg, err := a.cluster.BGPConfig()
+	if err != nil {
+		return err
+	}
+	as := NodeAS(self, cfg.AS)
+	sp, err := bgpspeaker.New(bgpspeaker.Config{RouterID: self.IP.Addr(), AS: as, ListenPort: int32(cfg.ListenPort),
+		Logger: a.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("node %s: bgp speaker: %w", a.cfg.NodeName, err)
+	}
+	if err := sp.Start(ctx); err != nil {
+		return fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
+	}
+	b := &bgpState{speaker: sp, as: as, hold: newRouteHold(), starting: true,
+		wanted: map[netip.Addr]model.BGPSession{}, retiring: map[netip.Addr]retiring{}}
+	seed, err := a.kernelRemoteRoutes()
+	if err != nil {
+		a.log.Warn("read the previous run's BGP routes", "err", err)
+	}
+	b.hold.Seed(seed)
+	b.hold.Extend(time.Now().Add(startupHold))
+	a.bgp = b
+	a.log.Info("keeping the previous run's BGP routes until BGP converges", "routes", len(seed), "atMost", startupHold)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sp.Changed():
+				a.run.Poke()
+			}
+		}
+	}()
+	time.AfterFunc(startupHold, a.run.Poke)
+	return nil
+}
+
+// kernelRemoteRoutes reads Wren's routes with a gateway from the kernel:
+// what the previous run learned from BGP (and from the IPAMBlocks for
+// VXLAN pools, which Build ignores here).
+func (a *Agent) kernelRemoteRoutes() ([]model.LearnedRoute, error) {
+	var out []model.LearnedRoute
+	err := a.kernel.List(routes.MainTable, routes.Protocol, func(k routes.KRoute) {
+		if k.Gw.IsValid() && k.Dst.Addr().Is4() {
+			out = append(out, model.LearnedRoute{Prefix: k.Dst, NextHop: k.Gw})
+		}
+	})
+	return out, err
+}
+
+// bgpInputs decides the sessions (make-before-break on topology changes),
+// hands them to the speaker and fills in what Build needs from BGP.
+func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, nodes []model.NodeInfo) error {
+	b := a.bgp
+	cfg, err := a.cluster.BGPConfig()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	want := NodeSessions(self, nodes, MeshConfig{Enabled: cfg.MeshEnabled, AS: cfg.AS, Port: cfg.ListenPort})
+	want = append(want, a.explicitSessions(self)...)
+	wantBy := map[netip.Addr]model.BGPSession{}
+	for _, s := range want {
+		if _, dup := wantBy[s.Address]; !dup {
+			wantBy[s.Address] = s
+		}
+	}
+
+	st, serr := b.speaker.Status(ctx)
+	up := map[netip.Addr]time.Time{}
+	for _, p := range st.Peers {
+		if p.State == "established" {
+			up[p.Address] = p.Since
+		}
+	}
+	settled := serr == nil
+	for addr := range wantBy {
+		if since, ok := up[addr]; !ok || now.Sub(since) < settleAfter {
+			settled = false
+		}
+	}
+
+	// Make-before-break: a session the topology drops stays (and the
+	// routes learned through it stay in the kernel) until every wanted
+	// session is up and settled, or reshapeHold passes.
+	changed := len(b.wanted) > 0 && !maps.Equal(b.wanted, wantBy)
+	removed := 0
+	for addr, s := range b.wanted {
+		if _, still := wantBy[addr]; !still {
+			removed++
+			if _, ok := b.retiring[addr]; !ok {
+				b.retiring[addr] = retiring{s: s, until: now.Add(reshapeHold)}
+			}
+		}
+	}
+	if changed {
+		b.hold.Extend(now.Add(reshapeHold))
+		time.AfterFunc(reshapeHold, a.run.Poke)
+		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "keptUntilNewOnesAreUp", len(b.retiring))
+	}
+	b.wanted = wantBy
+	peers := make([]bgpspeaker.Peer, 0, len(wantBy)+len(b.retiring))
+	for addr, r := range b.retiring {
+		if _, back := wantBy[addr]; back || settled || now.After(r.until) {
+			delete(b.retiring, addr)
+			continue
+		}
+		peers = append(peers, a.peerConfig(r.s, cfg))
+	}
+	for _, s := range wantBy {
+		peers = append(peers, a.peerConfig(s, cfg))
+	}
+	var errs []error
+	if err := b.speaker.SetPeers(ctx, peers); err != nil {
+		errs = append(errs, err)
+	}
+	if settled && len(b.retiring) == 0 && (b.starting || b.hold.Holding(now)) {
+		if b.starting {
+			a.log.Info("bgp converged: pruning routes BGP no longer announces")
+		}
+		b.starting = false
+		b.hold.End()
+	}
+
+	learned := b.speaker.Learned()
+	ls := make([]model.LearnedRoute, 0, len(learned))
+	for p, r := range learned {
+		ls = append(ls, model.LearnedRoute{Prefix: p, NextHop: r.NextHop})
+	}
+	in.BGP = true
+	in.Learned = b.hold.Merge(now, ls)
+	in.ServiceCIDRs = cfg.ServiceCIDRs
+	if !settled {
+		// Sessions are coming up: look again soon, not only on events.
+		time.AfterFunc(settleAfter, a.run.Poke)
+	}
+	return errors.Join(errs...)
+}
+
+// explicitSessions are the BGPPeers (with a peerIP) that apply to this
+// node: no node and no nodeSelector, the node's name, or a nodeSelector
+// matching its labels. A peering that asks for a password is not set up
+// yet (passwords from Secrets come later) and is reported.
+func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
+	peers, err := a.cluster.BGPPeers()
+	if err != nil {
+		a.log.Warn("list BGP peers", "err", err)
+		return nil
+	}
+	var out []model.BGPSession
+	for _, p := range peers {
+		switch {
+		case p.Node != "" && p.Node != self.Name:
+			continue
+		case p.NodeSelector != "":
+			sel, err := selector.Parse(p.NodeSelector)
+			if err != nil {
+				a.cluster.Warn("BGPPeer", p.Name, "InvalidNodeSelector", fmt.Sprintf("spec.nodeSelector: %v; no node peers until it is fixed", err))
+				continue
+			}
+			if !sel.Matches(self.Labels) {
+				continue
+			}
+		}
+		if p.HasPassword {
+			a.cluster.Warn("BGPPeer", p.Name, "PasswordNotSupported", "spec.password is not supported by this wren-agent yet; the peering is not set up (remove the password or upgrade)")
+			continue
+		}
+		if p.AS == 0 || !p.IP.Is4() {
+			continue
+		}
+		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Address: p.IP, Port: p.Port, AS: p.AS})
+	}
+	slices.SortFunc(out, func(x, y model.BGPSession) int { return x.Address.Compare(y.Address) })
+	return out
+}
+
+// peerConfig turns a session into the speaker's peer configuration, with
+// the cluster's timers and graceful restart on every session.
+func (a *Agent) peerConfig(s model.BGPSession, cfg model.BGPConfig) bgpspeaker.Peer {
+	rt := cfg.RestartTime
+	if rt == 0 {
+		rt = DefaultRestartTime
+	}
+	p := bgpspeaker.Peer{Address: s.Address, AS: s.AS, Passive: s.Passive, Port: uint16(s.Port),
+		KeepaliveSeconds: uint32(cfg.Keepalive / time.Second), HoldSeconds: uint32(cfg.Hold / time.Second),
+		GracefulRestartSeconds: uint16(rt / time.Second), RouteReflectorClient: s.RRClient}
+	if s.RRClient && s.ClusterID.IsValid() {
+		p.ClusterID = s.ClusterID.String()
+	}
+	if self := a.selfIP(); self.IsValid() {
+		p.LocalAddress = self
+	}
+	return p
+}
+
+func (a *Agent) selfIP() netip.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.self.IP.Addr()
+}
