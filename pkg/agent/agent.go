@@ -64,9 +64,9 @@ type Config struct {
 	// BGP runs the node's BGP speaker (pkg/bgpspeaker) in the agent's
 	// network namespace: it advertises the node's blocks and routes the
 	// other nodes' blocks of pools without VXLAN from what it learns.
-	BGP bool
-	Runner       runner.Config
-	Logger       *slog.Logger
+	BGP    bool
+	Runner runner.Config
+	Logger *slog.Logger
 }
 
 // Defaults fills unset fields.

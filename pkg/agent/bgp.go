@@ -40,9 +40,9 @@ type bgpState struct {
 	speaker  *bgpspeaker.Speaker
 	as       uint32
 	hold     *routeHold
-	starting bool                          // the startup window is open
+	starting bool                            // the startup window is open
 	wanted   map[netip.Addr]model.BGPSession // last desired sessions
-	retiring map[netip.Addr]retiring        // no longer wanted, kept until the new ones are up
+	retiring map[netip.Addr]retiring         // no longer wanted, kept until the new ones are up
 }
 
 type retiring struct {
