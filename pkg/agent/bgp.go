@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wren-net/wren/pkg/bgpspeaker"
+	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/routes"
 	"github.com/wren-net/wren/pkg/selector"
@@ -168,6 +169,10 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		peers = append(peers, a.peerConfig(s, cfg))
 	}
 	var errs []error
+	// The policy first: GoBGP accepts everything until one is assigned.
+	if err := b.speaker.SetPolicy(ctx, bgpPolicy(*in, self, nodes, cfg)); err != nil {
+		errs = append(errs, err)
+	}
 	if err := b.speaker.SetPeers(ctx, peers); err != nil {
 		errs = append(errs, err)
 	}
@@ -192,6 +197,35 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		time.AfterFunc(settleAfter, a.run.Poke)
 	}
 	return errors.Join(errs...)
+}
+
+// bgpPolicy is what the speaker may accept and pass on: prefixes inside
+// enabled pools (and, on a route reflector, the service ranges it passes
+// on), never the node's own confirmed blocks nor any node's address;
+// reflection only on a route reflector.
+func bgpPolicy(in Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) bgpspeaker.Policy {
+	_, rr := RouteReflector(self)
+	var p bgpspeaker.Policy
+	p.Reflect = rr
+	for _, pool := range in.Pools {
+		if !pool.Disabled {
+			p.Accept = append(p.Accept, pool.CIDR)
+		}
+	}
+	if rr {
+		p.Accept = append(p.Accept, cfg.ServiceCIDRs...)
+	}
+	for _, b := range in.Blocks {
+		if b.Affinity == self.Name && b.State == ipam.StateConfirmed {
+			p.Reject = append(p.Reject, b.CIDR)
+		}
+	}
+	for _, n := range nodes {
+		if n.IP.IsValid() {
+			p.Reject = append(p.Reject, netip.PrefixFrom(n.IP.Addr(), 32))
+		}
+	}
+	return p
 }
 
 // explicitSessions are the BGPPeers (with a peerIP) that apply to this

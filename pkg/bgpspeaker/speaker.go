@@ -41,6 +41,10 @@ type Speaker struct {
 	peers   map[netip.Addr]Peer
 	adverts map[netip.Prefix]netip.Addr // prefix -> next hop as added
 
+	policy    Policy // the assigned policy (SetPolicy)
+	policySet bool
+	policyGen int
+
 	learnedMu sync.Mutex
 	learned   map[netip.Prefix]Route
 	changed   chan struct{}
