@@ -29,6 +29,7 @@ func run() int {
 	socket := flag.String("socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
 	health := flag.String("health-addr", ":9099", "address of /livez and /readyz")
 	debug := flag.Bool("debug", false, "log at debug level")
+	namespace := flag.String("namespace", envOr("POD_NAMESPACE", cluster.DefaultNamespace), "namespace of the Secrets holding BGP passwords (the agent's own)")
 	flag.BoolVar(&cfg.BGP, "bgp", true, "run the BGP speaker (advertise this node's blocks, route other nodes' blocks of pools without VXLAN); --bgp=false for VXLAN-only clusters")
 	nsPath := flag.String("netns", "", "program the dataplane of the network namespace at this path instead of the agent's own (tests run several agents on one host); API traffic stays in the agent's namespace")
 	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
@@ -56,14 +57,21 @@ func run() int {
 		defer h.Close()
 		cfg.NetNS = h
 	}
-	if err := serve(cfg, *kubeconfig, *socket, *health); err != nil {
+	if err := serve(cfg, *kubeconfig, *socket, *health, *namespace); err != nil {
 		log.Error("wren-agent stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(cfg agent.Config, kubeconfig, socket, health string) error {
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func serve(cfg agent.Config, kubeconfig, socket, health, namespace string) error {
 	// On SIGTERM the agent just exits: kernel routes, veths and tunnels
 	// stay, so pods keep their connectivity across agent restarts.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -72,7 +80,7 @@ func serve(cfg agent.Config, kubeconfig, socket, health string) error {
 	if err != nil {
 		return err
 	}
-	view, err := cluster.NewView(rc, cfg.NodeName, cfg.Logger)
+	view, err := cluster.NewView(rc, cfg.NodeName, cfg.Logger, cluster.WithNamespace(namespace))
 	if err != nil {
 		return err
 	}

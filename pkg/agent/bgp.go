@@ -115,7 +115,13 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		return err
 	}
 	now := time.Now()
-	want := NodeSessions(self, nodes, MeshConfig{Enabled: cfg.MeshEnabled, AS: cfg.AS, Port: cfg.ListenPort})
+	var want []model.BGPSession
+	if !cfg.MeshPasswordMissing {
+		want = NodeSessions(self, nodes, MeshConfig{Enabled: cfg.MeshEnabled, AS: cfg.AS, Port: cfg.ListenPort})
+		for i := range want {
+			want[i].Password = cfg.MeshPassword
+		}
+	}
 	want = append(want, a.explicitSessions(self)...)
 	wantBy := map[netip.Addr]model.BGPSession{}
 	for _, s := range want {
@@ -230,8 +236,8 @@ func bgpPolicy(in Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model
 
 // explicitSessions are the BGPPeers (with a peerIP) that apply to this
 // node: no node and no nodeSelector, the node's name, or a nodeSelector
-// matching its labels. A peering that asks for a password is not set up
-// yet (passwords from Secrets come later) and is reported.
+// matching its labels. (A peering whose password Secret is missing never
+// gets here: the cluster view reports and skips it.)
 func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
 	peers, err := a.cluster.BGPPeers()
 	if err != nil {
@@ -253,14 +259,11 @@ func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
 				continue
 			}
 		}
-		if p.HasPassword {
-			a.cluster.Warn("BGPPeer", p.Name, "PasswordNotSupported", "spec.password is not supported by this wren-agent yet; the peering is not set up (remove the password or upgrade)")
-			continue
-		}
 		if p.AS == 0 || !p.IP.Is4() {
 			continue
 		}
-		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Address: p.IP, Port: p.Port, AS: p.AS})
+		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Address: p.IP, Port: p.Port, AS: p.AS, Password: p.Password,
+			Keepalive: p.Keepalive, RestartTime: p.RestartTime, TTLSecurity: p.TTLSecurity})
 	}
 	slices.SortFunc(out, func(x, y model.BGPSession) int { return x.Address.Compare(y.Address) })
 	return out
@@ -269,13 +272,22 @@ func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
 // peerConfig turns a session into the speaker's peer configuration, with
 // the cluster's timers and graceful restart on every session.
 func (a *Agent) peerConfig(s model.BGPSession, cfg model.BGPConfig) bgpspeaker.Peer {
-	rt := cfg.RestartTime
+	rt, ka := cfg.RestartTime, cfg.Keepalive
+	if s.RestartTime != 0 {
+		rt = s.RestartTime
+	}
 	if rt == 0 {
 		rt = DefaultRestartTime
 	}
-	p := bgpspeaker.Peer{Address: s.Address, AS: s.AS, Passive: s.Passive, Port: uint16(s.Port),
-		KeepaliveSeconds: uint32(cfg.Keepalive / time.Second), HoldSeconds: uint32(cfg.Hold / time.Second),
+	if s.Keepalive != 0 {
+		ka = s.Keepalive
+	}
+	p := bgpspeaker.Peer{Address: s.Address, AS: s.AS, Passive: s.Passive, Port: uint16(s.Port), Password: s.Password,
+		KeepaliveSeconds: uint32(ka / time.Second), HoldSeconds: uint32(cfg.Hold / time.Second),
 		GracefulRestartSeconds: uint16(rt / time.Second), RouteReflectorClient: s.RRClient}
+	if s.TTLSecurity > 0 && s.TTLSecurity < 255 {
+		p.TTLMin = uint8(256 - s.TTLSecurity)
+	}
 	if s.RRClient && s.ClusterID.IsValid() {
 		p.ClusterID = s.ClusterID.String()
 	}

@@ -40,6 +40,7 @@ const (
 // the API. It satisfies agent.Cluster.
 type View struct {
 	node  string
+	ns    string // where BGP password Secrets live
 	cfg   *rest.Config
 	c     client.Client
 	cache cache.Cache
@@ -50,8 +51,23 @@ type View struct {
 	warned map[string]bool // object/reason/message already reported
 }
 
+// DefaultNamespace is where the agent looks for BGP password Secrets
+// unless told otherwise (WithNamespace; wren-agent uses $POD_NAMESPACE).
+const DefaultNamespace = "kube-system"
+
+// ViewOption configures a View.
+type ViewOption func(*View)
+
+// WithNamespace sets the namespace of the Secrets that hold BGP passwords
+// (the agent's own namespace).
+func WithNamespace(ns string) ViewOption { return func(v *View) { v.ns = ns } }
+
 // NewView connects to the API; Start begins the watches.
-func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) {
+func NewView(cfg *rest.Config, node string, logger *slog.Logger, opts ...ViewOption) (*View, error) {
+	v := &View{node: node, ns: DefaultNamespace}
+	for _, o := range opts {
+		o(v)
+	}
 	cfg = withRate(cfg)
 	c, err := NewClient(cfg)
 	if err != nil {
@@ -62,13 +78,18 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger) (*View, error) 
 		ByObject: map[client.Object]cache.ByObject{
 			// Only this node's pods: address GC asks about them alone.
 			&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.nodeName", node)},
+			// Only the agent's namespace: BGP passwords.
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v.ns: {}}},
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
-	log := logger.With("component", "cluster")
-	return &View{node: node, cfg: cfg, c: c, cache: ca, store: NewIPAMStore(c, logger).WithCache(ca), log: log, warned: map[string]bool{}}, nil
+	v.cfg, v.c, v.cache = cfg, c, ca
+	v.store = NewIPAMStore(c, logger).WithCache(ca)
+	v.log = logger.With("component", "cluster")
+	v.warned = map[string]bool{}
+	return v, nil
 }
 
 // Start registers poke on every watched kind, starts the informers and
@@ -79,7 +100,7 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 		UpdateFunc: func(any, any) { poke() },
 		DeleteFunc: func(any) { poke() },
 	}
-	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPConfiguration{}} {
+	for _, o := range []client.Object{&corev1.Node{}, &v1alpha1.IPPool{}, &v1alpha1.IPAMBlock{}, &corev1.Pod{}, &v1alpha1.BGPPeer{}, &v1alpha1.BGPConfiguration{}, &corev1.Secret{}} {
 		inf, err := v.cache.GetInformer(ctx, o)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", o, err)
@@ -224,7 +245,14 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 		if sp.TTLSecurity != nil {
 			peer.TTLSecurity = int(*sp.TTLSecurity)
 		}
-		peer.HasPassword = sp.Password != nil
+		if sp.Password != nil {
+			pw, err := v.password(sp.Password)
+			if err != nil {
+				v.Warn("BGPPeer", p.Name, "PasswordUnavailable", fmt.Sprintf("spec.password: %v; the peering is not set up until the Secret exists", err))
+				continue
+			}
+			peer.Password = pw
+		}
 		out = append(out, peer)
 	}
 	return out, nil
@@ -253,6 +281,14 @@ func (v *View) BGPConfig() (model.BGPConfig, error) {
 	if sp.ListenPort != nil {
 		cfg.ListenPort = int(*sp.ListenPort)
 	}
+	if sp.NodeMeshPassword != nil {
+		pw, err := v.password(sp.NodeMeshPassword)
+		if err != nil {
+			v.Warn("BGPConfiguration", o.Name, "PasswordUnavailable", fmt.Sprintf("spec.nodeMeshPassword: %v; mesh sessions are set up when the Secret exists", err))
+			cfg.MeshPasswordMissing = true
+		}
+		cfg.MeshPassword = pw
+	}
 	for _, d := range []struct {
 		to   *time.Duration
 		from *metav1.Duration
@@ -280,6 +316,20 @@ func (v *View) BGPConfig() (model.BGPConfig, error) {
 	})
 	cfg.ServiceCIDRs = slices.Compact(cfg.ServiceCIDRs)
 	return cfg, nil
+}
+
+// password reads a BGP password from a Secret in the agent's namespace.
+func (v *View) password(p *v1alpha1.BGPPassword) (string, error) {
+	ref := p.SecretKeyRef
+	var sec corev1.Secret
+	if err := v.cache.Get(context.Background(), client.ObjectKey{Namespace: v.ns, Name: ref.Name}, &sec); err != nil {
+		return "", fmt.Errorf("Secret %s/%s: %w", v.ns, ref.Name, err)
+	}
+	b, ok := sec.Data[ref.Key]
+	if !ok || len(b) == 0 {
+		return "", fmt.Errorf("Secret %s/%s has no key %q", v.ns, ref.Name, ref.Key)
+	}
+	return string(b), nil
 }
 
 // Blocks returns every IPAMBlock from the cache.

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/wren-net/wren/pkg/cluster"
@@ -64,4 +66,71 @@ func TestViewBGPConfig(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval of the deadline loop
 	}
+}
+
+// TestViewBGPPeerPassword: a BGPPeer's password comes from its Secret in
+// the agent's namespace; while the Secret is missing the peer is left out
+// and an Event names the Secret.
+func TestViewBGPPeerPassword(t *testing.T) {
+	cfg := kubetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := cluster.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := cluster.NewView(cfg, "node-a", slog.New(slog.DiscardHandler), cluster.WithNamespace("kube-system"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	as := v1alpha1.ASNumber(65001)
+	peer := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{PeerIP: "198.18.0.1", ASNumber: &as,
+		Password: &v1alpha1.BGPPassword{SecretKeyRef: v1alpha1.SecretKeyRef{Name: "bgp-secrets", Key: "tor"}}}}
+	if err := c.Create(ctx, peer); err != nil {
+		t.Fatal(err)
+	}
+	poll := func(what string, cond func() error) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := cond()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval of the deadline loop
+		}
+	}
+	poll("peer left out, Event names the Secret", func() error {
+		ps, err := v.BGPPeers()
+		if err != nil || len(ps) != 0 {
+			return fmt.Errorf("peers %v, err %v", ps, err)
+		}
+		var evs corev1.EventList
+		if err := c.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == "tor" && e.Reason == "PasswordUnavailable" && strings.Contains(e.Message, "Secret kube-system/bgp-secrets") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no PasswordUnavailable event among %d", len(evs.Items))
+	})
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-secrets", Namespace: "kube-system"}, Data: map[string][]byte{"tor": []byte("s3cret")}}
+	if err := c.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	poll("peer with its password", func() error {
+		ps, err := v.BGPPeers()
+		if err != nil || len(ps) != 1 || ps[0].Password != "s3cret" || ps[0].AS != 65001 {
+			return fmt.Errorf("peers %+v, err %v", ps, err)
+		}
+		return nil
+	})
 }

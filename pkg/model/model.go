@@ -185,6 +185,11 @@ type BGPConfig struct {
 	Keepalive    time.Duration // 0: the speaker's default
 	Hold         time.Duration
 	RestartTime  time.Duration
+	// MeshPassword is the TCP MD5 password of node-to-node sessions.
+	// MeshPasswordMissing: one is configured but its Secret is not
+	// readable; mesh sessions wait for it.
+	MeshPassword        string
+	MeshPasswordMissing bool
 }
 
 // LearnedRoute is a best path BGP learned from a peer.
@@ -243,6 +248,13 @@ type BGPSession struct {
 	// client; ClusterID is the reflector's cluster ID then.
 	RRClient  bool
 	ClusterID netip.Addr
+	// Password is the TCP MD5 password; "" for none.
+	Password string
+	// Keepalive, RestartTime and TTLSecurity (hops) override the
+	// cluster's settings for an explicit peer; zero means unset.
+	Keepalive   time.Duration
+	RestartTime time.Duration
+	TTLSecurity int
 }
 
 // BGPPeer is an explicit BGP peer (a BGPPeer object) as far as the agent
@@ -259,6 +271,6 @@ type BGPPeer struct {
 	Keepalive    time.Duration
 	RestartTime  time.Duration
 	TTLSecurity  int
-	// HasPassword: the peering asks for a TCP MD5 password.
-	HasPassword bool
+	// Password is the TCP MD5 password (from its Secret); "" for none.
+	Password string
 }
