@@ -44,6 +44,8 @@ type bgpState struct {
 	starting bool                            // the startup window is open
 	wanted   map[netip.Addr]model.BGPSession // last desired sessions
 	retiring map[netip.Addr]retiring         // no longer wanted, kept until the new ones are up
+	applied  map[netip.Addr]bgpspeaker.Peer  // last SetPeers input
+	resetAt  map[netip.Addr]time.Time        // when SetPeers last (re)created the session
 }
 
 type retiring struct {
@@ -70,7 +72,8 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 		return fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
 	b := &bgpState{speaker: sp, as: as, hold: newRouteHold(), starting: true,
-		wanted: map[netip.Addr]model.BGPSession{}, retiring: map[netip.Addr]retiring{}}
+		wanted: map[netip.Addr]model.BGPSession{}, retiring: map[netip.Addr]retiring{},
+		applied: map[netip.Addr]bgpspeaker.Peer{}, resetAt: map[netip.Addr]time.Time{}}
 	seed, err := a.kernelRemoteRoutes()
 	if err != nil {
 		a.log.Warn("read the previous run's BGP routes", "err", err)
@@ -130,23 +133,10 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		}
 	}
 
-	st, serr := b.speaker.Status(ctx)
-	up := map[netip.Addr]time.Time{}
-	for _, p := range st.Peers {
-		if p.State == "established" {
-			up[p.Address] = p.Since
-		}
-	}
-	settled := serr == nil
-	for addr := range wantBy {
-		if since, ok := up[addr]; !ok || now.Sub(since) < settleAfter {
-			settled = false
-		}
-	}
-
-	// Make-before-break: a session the topology drops stays (and the
-	// routes learned through it stay in the kernel) until every wanted
-	// session is up and settled, or reshapeHold passes.
+	// Make-before-break: a session the topology drops stays, and the
+	// routes learned through it stay in the kernel, until the wanted
+	// sessions are up and carry every prefix it carried, or reshapeHold
+	// passes.
 	changed := len(b.wanted) > 0 && !maps.Equal(b.wanted, wantBy)
 	removed := 0
 	for addr, s := range b.wanted {
@@ -163,24 +153,51 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "keptUntilNewOnesAreUp", len(b.retiring))
 	}
 	b.wanted = wantBy
-	peers := make([]bgpspeaker.Peer, 0, len(wantBy)+len(b.retiring))
-	for addr, r := range b.retiring {
-		if _, back := wantBy[addr]; back || settled || now.After(r.until) {
-			delete(b.retiring, addr)
-			continue
+	wantPeers := make(map[netip.Addr]bgpspeaker.Peer, len(wantBy))
+	for addr, s := range wantBy {
+		p := a.peerConfig(s, cfg)
+		// A session SetPeers (re)creates counts as down from now on.
+		if old, ok := b.applied[addr]; !ok || old != p {
+			if reset, _ := bgpspeaker.NeedsReset(old, p); !ok || reset {
+				b.resetAt[addr] = now
+			}
 		}
+		wantPeers[addr] = p
+	}
+
+	settled, serr := a.bgpSettled(ctx, wantPeers, now)
+	for addr, r := range b.retiring {
+		_, back := wantBy[addr]
+		if back || now.After(r.until) || settled && a.bgpCovered(ctx, addr, wantPeers) {
+			delete(b.retiring, addr)
+		}
+	}
+	peers := make([]bgpspeaker.Peer, 0, len(wantPeers)+len(b.retiring))
+	for _, r := range b.retiring {
 		peers = append(peers, a.peerConfig(r.s, cfg))
 	}
-	for _, s := range wantBy {
-		peers = append(peers, a.peerConfig(s, cfg))
+	for _, p := range wantPeers {
+		peers = append(peers, p)
 	}
 	var errs []error
+	if serr != nil {
+		errs = append(errs, serr)
+	}
 	// The policy first: GoBGP accepts everything until one is assigned.
 	if err := b.speaker.SetPolicy(ctx, bgpPolicy(*in, self, nodes, cfg)); err != nil {
 		errs = append(errs, err)
 	}
 	if err := b.speaker.SetPeers(ctx, peers); err != nil {
 		errs = append(errs, err)
+	}
+	b.applied = map[netip.Addr]bgpspeaker.Peer{}
+	for _, p := range peers {
+		b.applied[p.Address] = p
+	}
+	for addr := range b.resetAt {
+		if _, ok := b.applied[addr]; !ok {
+			delete(b.resetAt, addr)
+		}
 	}
 	if settled && len(b.retiring) == 0 && (b.starting || b.hold.Holding(now)) {
 		if b.starting {
@@ -196,13 +213,103 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		ls = append(ls, model.LearnedRoute{Prefix: p, NextHop: r.NextHop})
 	}
 	in.BGP = true
-	in.Learned = b.hold.Merge(now, ls)
+	in.Learned = b.hold.Merge(now, ls, vouchedBy(*in, nodes))
+	if t := b.hold.NextExpiry(); !t.IsZero() {
+		time.AfterFunc(time.Until(t)+10*time.Millisecond, a.run.Poke)
+	}
 	in.ServiceCIDRs = cfg.ServiceCIDRs
 	if !settled {
 		// Sessions are coming up: look again soon, not only on events.
 		time.AfterFunc(settleAfter, a.run.Poke)
 	}
 	return errors.Join(errs...)
+}
+
+// vouchedBy reports whether the cluster still backs a route BGP withdrew:
+// its prefix is a confirmed block, or an address allocated, for the node
+// whose IP is the next hop.
+func vouchedBy(in Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool {
+	nodeAt := map[netip.Addr]string{}
+	for _, n := range nodes {
+		if n.IP.IsValid() {
+			nodeAt[n.IP.Addr()] = n.Name
+		}
+	}
+	return func(r model.LearnedRoute) bool {
+		name, ok := nodeAt[r.NextHop]
+		if !ok {
+			return false
+		}
+		for _, b := range in.Blocks {
+			if b.State != ipam.StateConfirmed {
+				continue
+			}
+			if b.CIDR == r.Prefix && b.Affinity == name {
+				return true
+			}
+			if r.Prefix.Bits() == 32 && b.CIDR.Contains(r.Prefix.Addr()) {
+				for _, al := range b.Allocations {
+					if al.IP == r.Prefix.Addr() && al.Node == name {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+}
+
+// bgpSettled reports whether every wanted session has been established,
+// since SetPeers last (re)created it, for at least settleAfter: the peers
+// have sent their tables.
+func (a *Agent) bgpSettled(ctx context.Context, want map[netip.Addr]bgpspeaker.Peer, now time.Time) (bool, error) {
+	st, err := a.bgp.speaker.Status(ctx)
+	if err != nil {
+		return false, err
+	}
+	up := map[netip.Addr]time.Time{}
+	for _, p := range st.Peers {
+		if p.State == "established" {
+			up[p.Address] = p.Since
+		}
+	}
+	for addr := range want {
+		since, ok := up[addr]
+		if !ok || now.Sub(since) < settleAfter || !since.After(a.bgp.resetAt[addr]) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// bgpCovered reports whether every prefix whose best path comes from the
+// retiring peer old is also offered by one of the wanted peers, so that
+// dropping old moves those prefixes to another path instead of
+// withdrawing them. It walks Adj-RIBs-In: only while reshaping.
+func (a *Agent) bgpCovered(ctx context.Context, old netip.Addr, want map[netip.Addr]bgpspeaker.Peer) bool {
+	var needed []netip.Prefix
+	for p, r := range a.bgp.speaker.Learned() {
+		if r.PeerAddr == old {
+			needed = append(needed, p)
+		}
+	}
+	if len(needed) == 0 {
+		return true
+	}
+	offered := map[netip.Prefix]bool{}
+	for addr := range want {
+		in, err := a.bgp.speaker.AdjIn(ctx, addr)
+		if err != nil {
+			return false
+		}
+		maps.Copy(offered, in)
+	}
+	for _, p := range needed {
+		if !offered[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // bgpPolicy is what the speaker may accept and pass on: prefixes inside

@@ -12,18 +12,28 @@ import (
 // settled: after the agent starts (its speaker has learned nothing yet,
 // but the kernel still has the routes of the previous run) and while the
 // session topology is being reshaped (mesh to route reflectors and
-// back). Outside such a window a withdrawn route goes at once, so a node
-// that is really gone is unrouted everywhere.
+// back). Outside such a window a withdrawn route goes at once unless the
+// cluster still vouches for it (the block is confirmed for the node at
+// the next hop): such a route is kept for lossHold, which covers a peer
+// re-creating its session (a route reflector's session to its clients
+// changes with a Hard Reset, which graceful restart does not cover) but
+// not a node that is really gone.
 //
 // It is not safe for concurrent use; the loop owns it.
 type routeHold struct {
 	until time.Time                           // end of the current window; zero: none
 	held  map[netip.Prefix]model.LearnedRoute // last known path per prefix
+	gone  map[netip.Prefix]time.Time          // since when BGP no longer announces it
 	seen  map[netip.Prefix]bool               // announced at the last Merge
 }
 
+// lossHold is how long a withdrawn route the cluster still vouches for
+// stays: a session re-created after a Hard Reset is back in about 7 s
+// (5 s connect retry, then OPEN).
+const lossHold = 15 * time.Second
+
 func newRouteHold() *routeHold {
-	return &routeHold{held: map[netip.Prefix]model.LearnedRoute{}, seen: map[netip.Prefix]bool{}}
+	return &routeHold{held: map[netip.Prefix]model.LearnedRoute{}, gone: map[netip.Prefix]time.Time{}, seen: map[netip.Prefix]bool{}}
 }
 
 // Seed adds routes found in the kernel at start (the previous run's), to
@@ -47,29 +57,50 @@ func (h *routeHold) Extend(t time.Time) {
 // announces.
 func (h *routeHold) End() { h.until = time.Time{} }
 
+// NextExpiry is when the earliest vouched route runs out of lossHold (zero
+// if none), for the loop to look again then.
+func (h *routeHold) NextExpiry() time.Time {
+	var t time.Time
+	for _, since := range h.gone {
+		if e := since.Add(lossHold); t.IsZero() || e.Before(t) {
+			t = e
+		}
+	}
+	return t
+}
+
 // Holding reports whether a window is open at now.
 func (h *routeHold) Holding(now time.Time) bool { return now.Before(h.until) }
 
-// Merge returns the routes to install: every learned route, plus, while a
-// window is open, the held routes BGP does not announce (any more). A
-// learned path replaces a held one for the same prefix.
-func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute) []model.LearnedRoute {
+// Merge returns the routes to install: every learned route, plus the
+// held routes BGP does not announce (any more) while a window is open, or
+// for lossHold if vouched (nil: none is) says the cluster still backs
+// them. A learned path replaces a held one for the same prefix.
+func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute, vouched func(model.LearnedRoute) bool) []model.LearnedRoute {
 	clear(h.seen)
 	out := make([]model.LearnedRoute, 0, len(learned))
 	for _, r := range learned {
 		h.seen[r.Prefix] = true
 		h.held[r.Prefix] = r
+		delete(h.gone, r.Prefix)
 		out = append(out, r)
 	}
 	holding := h.Holding(now)
 	for p, r := range h.held {
-		switch {
-		case h.seen[p]:
-		case holding:
-			out = append(out, r)
-		default:
-			delete(h.held, p)
+		if h.seen[p] {
+			continue
 		}
+		since, ok := h.gone[p]
+		if !ok {
+			since = now
+			h.gone[p] = now
+		}
+		if holding || vouched != nil && now.Sub(since) < lossHold && vouched(r) {
+			out = append(out, r)
+			continue
+		}
+		delete(h.held, p)
+		delete(h.gone, p)
 	}
 	slices.SortFunc(out, func(a, b model.LearnedRoute) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {

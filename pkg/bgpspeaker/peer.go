@@ -112,6 +112,10 @@ func needsReset(old, new Peer) (bool, string) {
 	return false, ""
 }
 
+// NeedsReset reports whether changing a running neighbour from old to new
+// makes SetPeers re-create its session (and why).
+func NeedsReset(old, new Peer) (bool, string) { return needsReset(old, new) }
+
 // toAPI renders p as a GoBGP neighbour. The router ID is the default cluster
 // ID of a route reflector.
 func (p Peer) toAPI() *api.Peer {
@@ -155,6 +159,11 @@ func (p Peer) toAPI() *api.Peer {
 		ap.GracefulRestart = &api.GracefulRestart{
 			Enabled:     true,
 			RestartTime: uint32(p.GracefulRestartSeconds),
+			// RFC 8538: a NOTIFICATION other than Hard Reset (such as the
+			// Cease a peer sends when it re-creates the session for a
+			// route-reflector change) starts graceful restart instead of
+			// dropping the routes at once.
+			NotificationEnabled: true,
 		}
 		// GoBGP advertises a family in the GR capability only when the
 		// family's MpGracefulRestart is enabled too.

@@ -214,3 +214,26 @@ func (s *Speaker) Rejected(ctx context.Context) (map[netip.Addr]int, error) {
 	}
 	return out, nil
 }
+
+// AdjIn returns the IPv4 unicast prefixes a peer sent that the import
+// policy accepted. Like Rejected it walks the peer's Adj-RIB-In inside
+// GoBGP's management loop: the agent calls it only while sessions are
+// being reshaped.
+func (s *Speaker) AdjIn(ctx context.Context, peer netip.Addr) (map[netip.Prefix]bool, error) {
+	out := map[netip.Prefix]bool{}
+	err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: peer.String(), Family: ipv4Unicast, EnableFiltered: true},
+		func(d *api.Destination) {
+			for _, p := range d.GetPaths() {
+				if p.GetFiltered() || p.GetIsWithdraw() {
+					continue
+				}
+				if pfx, err := netip.ParsePrefix(d.GetPrefix()); err == nil {
+					out[pfx.Masked()] = true
+				}
+			}
+		})
+	if err != nil {
+		return nil, fmt.Errorf("list paths from %s: %w", peer, err)
+	}
+	return out, nil
+}

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,9 +58,10 @@ type agentProc struct {
 	t      *testing.T
 	bin    string
 	args   []string
-	socket string // the CNI socket
-	health string // host:port of /readyz
-	log    string // stdout and stderr of every run, appended
+	socket string     // the CNI socket
+	health string     // host:port of /readyz
+	ns     *nstest.NS // if set, the process runs inside ns, and so does health
+	log    string     // stdout and stderr of every run, appended
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
@@ -87,8 +89,16 @@ func buildAgent(t *testing.T) string {
 // kubeconfig file for the binary's --kubeconfig.
 func writeKubeconfig(t *testing.T, rc *rest.Config) string {
 	t.Helper()
+	return writeKubeconfigServer(t, rc, rc.Host)
+}
+
+// writeKubeconfigServer is writeKubeconfig with another server URL (an
+// APIProxy's, for an agent inside a node namespace). The server's
+// certificate must still verify for it: envtest's has SAN 127.0.0.1.
+func writeKubeconfigServer(t *testing.T, rc *rest.Config, server string) string {
+	t.Helper()
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthority: rc.CAFile, CertificateAuthorityData: rc.CAData}
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: rc.CAFile, CertificateAuthorityData: rc.CAData}
 	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: rc.CertFile, ClientCertificateData: rc.CertData,
 		ClientKey: rc.KeyFile, ClientKeyData: rc.KeyData, Token: rc.BearerToken}
 	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
@@ -119,24 +129,82 @@ func (ac *agentCluster) addBinaryNode(name string, sw *nstest.Switch, addr, bin,
 	t := ac.t
 	t.Helper()
 	an := ac.newNode(name, sw, addr)
-	ns := an.ns
 	dir := t.TempDir()
 	p := &agentProc{t: t, bin: bin, socket: filepath.Join(dir, "wren.sock"), health: freeLoopbackAddr(t), log: filepath.Join(dir, name+".log")}
 	p.args = []string{"--node-name", name, "--kubeconfig", kubeconfig, "--node-ip-method", "interface=eth0",
-		"--netns", "/var/run/netns/" + ns.Name, "--socket", p.socket, "--health-addr", p.health, "--debug"}
+		"--netns", "/var/run/netns/" + an.ns.Name, "--socket", p.socket, "--health-addr", p.health, "--debug"}
+	ac.launch(an, p)
+	return an, p
+}
+
+// addBinaryNodeInNS is addBinaryNode with the whole process inside the
+// node's namespace ("ip netns exec <ns> wren-agent ..."), as a DaemonSet
+// pod with hostNetwork runs on a real node: every socket the agent opens
+// (BGP's listener on :179 and its dials to peers, /readyz) lives there.
+// Its API traffic goes through an APIProxy on the namespace's loopback to
+// envtest in the root namespace. extra flags follow the common ones.
+func (ac *agentCluster) addBinaryNodeInNS(name string, sw *nstest.Switch, addr, bin string, extra ...string) (*agentNode, *agentProc) {
+	t := ac.t
+	t.Helper()
+	an := ac.newNode(name, sw, addr)
+	u, err := url.Parse(ac.rc.Host)
+	if err != nil || u.Host == "" {
+		t.Fatalf("envtest host %q: not a URL: %v", ac.rc.Host, err)
+	}
+	proxy := nstest.APIProxy(t, an.ns, u.Host)
+	kubeconfig := writeKubeconfigServer(t, ac.rc, "https://"+proxy)
+	dir := t.TempDir()
+	// The namespace is fresh, so its loopback has every port free.
+	p := &agentProc{t: t, bin: bin, socket: filepath.Join(dir, "wren.sock"), health: "127.0.0.1:9099", ns: an.ns, log: filepath.Join(dir, name+".log")}
+	p.args = append([]string{"--node-name", name, "--kubeconfig", kubeconfig, "--node-ip-method", "interface=eth0",
+		"--socket", p.socket, "--health-addr", p.health, "--debug"}, extra...)
+	ac.launch(an, p)
+	return an, p
+}
+
+// launch starts p for an, waits until it is ready and adds an to the
+// cluster's nodes. When the test fails, the agent's log is printed.
+func (ac *agentCluster) launch(an *agentNode, p *agentProc) {
+	t := ac.t
+	t.Helper()
 	// Registered before the process's own cleanup, so it runs after the
 	// kill and shows everything the agent wrote.
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			t.Logf("wren-agent %s log (%s):\n%s", name, p.log, b)
+			t.Logf("wren-agent %s log (%s):\n%s", an.name, p.log, b)
 		}
 	})
 	p.start()
 	ready := p.waitReady(30 * time.Second)
-	t.Logf("wren-agent %s (pid %d) ready after %s", name, p.cmd.Process.Pid, ready.Round(time.Millisecond))
+	if p.ns != nil {
+		p.checkInNS()
+	}
+	t.Logf("wren-agent %s (pid %d) ready after %s", an.name, p.cmd.Process.Pid, ready.Round(time.Millisecond))
 	ac.nodes = append(ac.nodes, an)
-	return an, p
+}
+
+// checkInNS fails the test unless the PID started through ip netns exec
+// is the agent itself (so kill9 signals the agent, not a wrapper) and
+// runs in p.ns.
+func (p *agentProc) checkInNS() {
+	t := p.t
+	t.Helper()
+	pid := p.cmd.Process.Pid
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || exe != p.bin {
+		t.Fatalf("pid %d runs %q (%v); want the agent %s", pid, exe, err, p.bin)
+	}
+	var got, want unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstat(int(p.ns.Handle), &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ino != want.Ino || got.Dev != want.Dev {
+		t.Fatalf("wren-agent pid %d is not in namespace %s", pid, p.ns.Name)
+	}
 }
 
 // start starts the binary with its flags. When the test ends, a process
@@ -151,6 +219,11 @@ func (p *agentProc) start() {
 	defer f.Close() // the child has its own copy
 	fmt.Fprintf(f, "=== %s: starting %s %s\n", time.Now().Format(time.RFC3339Nano), p.bin, strings.Join(p.args, " "))
 	cmd := exec.Command(p.bin, p.args...)
+	if p.ns != nil {
+		// ip netns exec enters the namespace and execs the agent, so the
+		// PID it starts with is the agent's own (kill9 signals it).
+		cmd = exec.Command("ip", append([]string{"netns", "exec", p.ns.Name, p.bin}, p.args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start wren-agent: %v", err)
@@ -177,6 +250,9 @@ func (p *agentProc) waitReady(deadline time.Duration) time.Duration {
 	t := p.t
 	t.Helper()
 	hc := &http.Client{Timeout: time.Second}
+	if p.ns != nil {
+		hc = p.ns.HTTPClient(time.Second)
+	}
 	return nstest.Poll(t, deadline, "wren-agent /readyz", func() error {
 		select {
 		case <-p.exited:
