@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -96,6 +97,17 @@ func serve(cfg agent.Config, kubeconfig, socket, health, namespace string) error
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/debug/bgp", func(w http.ResponseWriter, r *http.Request) {
+		v, err := a.BGPStatus(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
 	})
 	srv := &http.Server{Addr: health, Handler: mux}
 	errc := make(chan error, 3)

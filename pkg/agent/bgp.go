@@ -80,7 +80,9 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	}
 	b.hold.Seed(seed)
 	b.hold.Extend(time.Now().Add(startupHold))
+	a.mu.Lock()
 	a.bgp = b
+	a.mu.Unlock()
 	a.log.Info("keeping the previous run's BGP routes until BGP converges", "routes", len(seed), "atMost", startupHold)
 	go func() {
 		for {
@@ -408,4 +410,54 @@ func (a *Agent) selfIP() netip.Addr {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.self.IP.Addr()
+}
+
+// BGPPeerView is one session as the debug endpoint shows it.
+type BGPPeerView struct {
+	Address    string    `json:"address"`
+	AS         uint32    `json:"as"`
+	State      string    `json:"state"`
+	Since      time.Time `json:"since,omitzero"`
+	Received   uint64    `json:"received"`
+	Rejected   int       `json:"rejected"`
+	Advertised uint64    `json:"advertised"`
+}
+
+// BGPView is the speaker's state for the debug endpoint.
+type BGPView struct {
+	RouterID   string        `json:"routerID"`
+	AS         uint32        `json:"as"`
+	Peers      []BGPPeerView `json:"peers"`
+	Learned    []string      `json:"learned"` // "prefix via next-hop"
+	Advertised []string      `json:"advertised,omitempty"`
+}
+
+// BGPStatus reports the speaker's sessions (with the prefixes each peer
+// sent that the import policy rejected) and its learned routes. It walks
+// GoBGP's tables: for operators and tests, not for polling in a loop.
+func (a *Agent) BGPStatus(ctx context.Context) (BGPView, error) {
+	a.mu.Lock()
+	b := a.bgp
+	a.mu.Unlock()
+	if b == nil {
+		return BGPView{}, errors.New("BGP is off (--bgp=false) or the agent is still starting")
+	}
+	st, err := b.speaker.Status(ctx)
+	if err != nil {
+		return BGPView{}, err
+	}
+	rej, err := b.speaker.Rejected(ctx)
+	if err != nil {
+		return BGPView{}, err
+	}
+	v := BGPView{RouterID: st.RouterID.String(), AS: st.AS}
+	for _, p := range st.Peers {
+		v.Peers = append(v.Peers, BGPPeerView{Address: p.Address.String(), AS: p.AS, State: p.State, Since: p.Since,
+			Received: p.Received, Rejected: rej[p.Address], Advertised: p.Advertised})
+	}
+	for p, r := range b.speaker.Learned() {
+		v.Learned = append(v.Learned, p.String()+" via "+r.NextHop.String())
+	}
+	slices.Sort(v.Learned)
+	return v, nil
 }
