@@ -49,9 +49,11 @@ kube:
 # lab brings up a three-node cluster in network namespaces named wrenlab-*
 # (root; state in /var/run/wren-lab; see docs/lab.md). lab-down removes it.
 # It runs deps first, so it is the whole set-up of a fresh machine.
+# MODE=bgp (default) | vxlan | tor: see docs/lab.md.
 .PHONY: lab lab-down
+MODE ?= bgp
 lab: deps
-	hack/lab/up.sh
+	LAB_MODE=$(MODE) hack/lab/up.sh
 
 lab-down:
 	hack/lab/down.sh

@@ -48,6 +48,12 @@ for n in "${LAB_NODES[@]}"; do
 	ip -n "${LAB_PREFIX}node-$n" route | sed 's/^/  /'
 done
 
+if [[ $(lab_mode) == tor ]]; then
+	printf '\nip netns exec %srouter birdc show protocols; birdc show route\n' "$LAB_PREFIX"
+	ip netns exec "${LAB_PREFIX}router" birdc -s "$LAB_STATE/bird.ctl" show protocols | sed 's/^/  /'
+	ip netns exec "${LAB_PREFIX}router" birdc -s "$LAB_STATE/bird.ctl" show route | sed 's/^/  /'
+fi
+
 printf '\nThe API server is reachable only inside the lab namespaces:\n'
 printf '  ip netns exec %sapi %s/kubectl --kubeconfig %s get nodes\n' "$LAB_PREFIX" "$assets" "$LAB_KUBECONFIG"
 printf '  (or: hack/lab/kubectl get nodes)\nRemove the lab: make lab-down\n'

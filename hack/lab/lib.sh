@@ -22,12 +22,28 @@ LAB_PODS_PER_NODE=2
 LAB_HEALTH=127.0.0.1:9099
 }
 
+# lab_mode prints the lab's mode: the one recorded by up.sh, else
+# $LAB_MODE, else bgp.
+#   bgp   three nodes on one subnet, pool without encapsulation, BGP full mesh
+#   vxlan nodes 1-2 and node 3 on two subnets joined by the router, VXLAN pool
+#   tor   the vxlan topology without encapsulation: BIRD 2 on the router is
+#         the top-of-rack, peering by eBGP with every node; no node mesh
+lab_mode() {
+	if [[ -r $LAB_STATE/mode ]]; then cat "$LAB_STATE/mode"; else echo "${LAB_MODE:-bgp}"; fi
+}
+
 # node_ip N prints node N's underlay address (no prefix length);
 # node_gw N its default gateway (the router on its switch); node_sw N
-# its switch namespace.
-node_ip() { case $1 in 1) echo 198.18.0.11 ;; 2) echo 198.18.0.12 ;; 3) echo 198.18.1.13 ;; esac; }
-node_gw() { case $1 in 3) echo 198.18.1.1 ;; *) echo 198.18.0.1 ;; esac; }
-node_sw() { case $1 in 3) echo ${LAB_PREFIX}sw2 ;; *) echo ${LAB_PREFIX}sw1 ;; esac; }
+# its switch namespace. In bgp mode every node is on sw1.
+node_remote() { [[ $1 == 3 && $(lab_mode) != bgp ]]; }
+node_ip() { if node_remote "$1"; then echo "198.18.1.1$1"; else echo "198.18.0.1$1"; fi; }
+node_gw() { if node_remote "$1"; then echo 198.18.1.1; else echo 198.18.0.1; fi; }
+# node_as N: in tor mode every node has its own AS (64512+N), as in
+# Calico's AS-per-node top-of-rack design, so that a route the TOR passes
+# from one node to another does not carry the receiver's own AS (eBGP
+# loop prevention would drop it); otherwise all nodes share 64512.
+node_as() { if [[ $(lab_mode) == tor ]]; then echo $((64512 + $1)); else echo 64512; fi; }
+node_sw() { if node_remote "$1"; then echo ${LAB_PREFIX}sw2; else echo ${LAB_PREFIX}sw1; fi; }
 
 log() { printf '%s lab: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }

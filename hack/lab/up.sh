@@ -13,9 +13,10 @@
 # Re-running it on a complete, healthy lab only re-runs the check. On a
 # partial lab it refuses and asks for make lab-down. A failure leaves
 # what is up in place for debugging (logs under /var/run/wren-lab/logs).
-# Environment: LAB_VXLAN_MODE=CrossSubnet (default) | Always sets the
-# pool's vxlanMode; LAB_AGENTS=0 stops after the control plane and the
-# cluster objects (to run agents by hand, e.g. under a debugger).
+# Environment: LAB_MODE=bgp (default) | vxlan | tor (see lib.sh and
+# docs/lab.md); LAB_VXLAN_MODE=CrossSubnet (default) | Always sets the
+# pool's vxlanMode in vxlan mode; LAB_AGENTS=0 stops after the control
+# plane and the cluster objects (to run agents by hand).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -24,6 +25,9 @@ source "$here/lib.sh"
 
 vxlan_mode=${LAB_VXLAN_MODE:-CrossSubnet}
 case $vxlan_mode in Always | CrossSubnet) ;; *) die "LAB_VXLAN_MODE must be Always or CrossSubnet, not $vxlan_mode" ;; esac
+mode=${LAB_MODE:-bgp}
+case $mode in bgp | vxlan | tor) ;; *) die "LAB_MODE (make lab MODE=...) must be bgp, vxlan or tor, not $mode" ;; esac
+[[ $mode == vxlan ]] || vxlan_mode=Never
 
 need_root lab
 lab_lock
@@ -102,6 +106,7 @@ step "2/7 namespaces and underlay"
 partial=1
 (umask 077 && mkdir -p "$LAB_STATE")
 mkdir -p "$LAB_STATE"/{pki,logs,pids,etcd}
+echo "$mode" >"$LAB_STATE/mode"
 echo topology >"$LAB_STATE/stage"
 echo "$assets" >"$LAB_STATE/assets"
 
@@ -246,9 +251,12 @@ for n in "${LAB_NODES[@]}"; do
 		kind: Node
 		metadata:
 		  name: node-$n
+		  annotations:
+		    wren.network/as-number: "$(node_as "$n")"
 		  labels:
 		    kubernetes.io/hostname: node-$n
 		    kubernetes.io/os: linux
+		    rack: $(if node_remote "$n"; then echo r2; else echo r1; fi)
 	EOF
 	kubectl patch node "node-$n" --subresource status --type merge -p \
 		"{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$(node_ip "$n")\"},{\"type\":\"Hostname\",\"address\":\"node-$n\"}]}}" >/dev/null
@@ -268,6 +276,37 @@ if ((have_crds)); then
 		  natOutgoing: false
 	EOF
 	log "IPPool default: 10.244.0.0/16, blockSize 26, vxlanMode $vxlan_mode"
+	if [[ $mode == tor ]]; then
+		# Top-of-rack peering as operators run it: no node mesh, every
+		# node peers by eBGP with the router of its rack (BIRD, AS 65001).
+		kubectl apply -f - >/dev/null <<-EOF
+			apiVersion: wren.network/v1alpha1
+			kind: BGPConfiguration
+			metadata:
+			  name: default
+			spec:
+			  nodeToNodeMeshEnabled: false
+			---
+			apiVersion: wren.network/v1alpha1
+			kind: BGPPeer
+			metadata:
+			  name: tor-r1
+			spec:
+			  nodeSelector: rack == 'r1'
+			  peerIP: 198.18.0.1
+			  asNumber: 65001
+			---
+			apiVersion: wren.network/v1alpha1
+			kind: BGPPeer
+			metadata:
+			  name: tor-r2
+			spec:
+			  nodeSelector: rack == 'r2'
+			  peerIP: 198.18.1.1
+			  asNumber: 65001
+		EOF
+		log "BGPConfiguration: node mesh off; BGPPeers tor-r1 (198.18.0.1) and tor-r2 (198.18.1.1), AS 65001; node-N in AS 6451(2+N)"
+	fi
 fi
 # No kube-controller-manager runs, so nothing creates the default service
 # account that pod admission looks up.
@@ -300,6 +339,32 @@ if ((!want_agents || !have_agent || !have_crds)); then
 fi
 
 # --- 5. agents -----------------------------------------------------------------
+
+if [[ $mode == tor ]]; then
+	command -v bird >/dev/null || die "bird is missing: run make deps (apt-get install bird2)"
+	{
+		echo "# BIRD 2 as the lab's top-of-rack router (make lab MODE=tor)."
+		echo "router id 198.18.0.1;"
+		echo "log stderr all;"
+		echo "protocol device {}"
+		echo "# Routes learned from the nodes go into the router namespace's kernel,"
+		echo "# so it forwards pod traffic between the racks."
+		echo "protocol kernel { ipv4 { import none; export all; }; }"
+		for n in "${LAB_NODES[@]}"; do
+			echo "protocol bgp node$n {"
+			echo "  local $(node_gw "$n") as 65001;"
+			echo "  neighbor $(node_ip "$n") as $(node_as "$n");"
+			echo "  connect delay time 1; connect retry time 1; error wait time 1, 5;"
+			echo "  ipv4 { import all; export all; };"
+			echo "}"
+		done
+	} >"$LAB_STATE/bird.conf"
+	start_bg bird "${LAB_PREFIX}router" bird -f -c "$LAB_STATE/bird.conf" -s "$LAB_STATE/bird.ctl" -P "$LAB_STATE/bird.pid"
+	WAIT_PID=$(cat "$LAB_STATE/pids/bird.pid") wait_until 20 "BIRD on the router" \
+		ip netns exec "${LAB_PREFIX}router" birdc -s "$LAB_STATE/bird.ctl" show status ||
+		die "BIRD did not start; see $LAB_STATE/logs/bird.log"
+	log "BIRD 2 on wrenlab-router (AS 65001) peers with node-1..node-${#LAB_NODES[@]}"
+fi
 
 step "5/7 wren-agent on node-1..node-${#LAB_NODES[@]}"
 for n in "${LAB_NODES[@]}"; do
@@ -370,5 +435,18 @@ partial=0
 # --- 7. check ----------------------------------------------------------------------
 
 step "7/7 check"
+# all_pods_reachable: one ping per ordered pod pair, stopping at the first
+# failure. BGP needs a moment after the last pod to carry its block
+# everywhere (sessions up, then one UPDATE).
+all_pods_reachable() {
+	local src dst
+	while IFS=$'\t' read -r src _ _; do
+		while IFS=$'\t' read -r dst _ ip; do
+			[[ $src == "$dst" ]] && continue
+			ip netns exec "${LAB_PREFIX}pod-${src#web-}" ping -c1 -W1 -q "$ip" >/dev/null 2>&1 || return 1
+		done <"$LAB_STATE/pods.tsv"
+	done <"$LAB_STATE/pods.tsv"
+}
+wait_until 30 "every pod reaching every other pod" all_pods_reachable || log "not every pod is reachable yet; the check shows which"
 log "lab up in $((SECONDS - t0))s"
 exec "$here/check.sh"
