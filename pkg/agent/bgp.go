@@ -138,8 +138,9 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 	// Make-before-break: a session the topology drops stays, and the
 	// routes learned through it stay in the kernel, until the wanted
 	// sessions are up and carry every prefix it carried, or reshapeHold
-	// passes.
-	changed := len(b.wanted) > 0 && !maps.Equal(b.wanted, wantBy)
+	// passes. A session that is down has nothing to hand over and goes
+	// at once.
+	up, serr := a.bgpUp(ctx)
 	removed := 0
 	for addr, s := range b.wanted {
 		if _, still := wantBy[addr]; !still {
@@ -149,28 +150,36 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 			}
 		}
 	}
-	if changed {
-		b.hold.Extend(now.Add(reshapeHold))
-		time.AfterFunc(reshapeHold, a.run.Poke)
-		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "keptUntilNewOnesAreUp", len(b.retiring))
-	}
 	b.wanted = wantBy
 	wantPeers := make(map[netip.Addr]bgpspeaker.Peer, len(wantBy))
+	recreated := 0
 	for addr, s := range wantBy {
 		p := a.peerConfig(s, cfg)
 		// A session SetPeers (re)creates counts as down from now on.
 		if old, ok := b.applied[addr]; !ok || old != p {
-			if reset, _ := bgpspeaker.NeedsReset(old, p); !ok || reset {
+			reset, _ := bgpspeaker.NeedsReset(old, p)
+			if !ok || reset {
 				b.resetAt[addr] = now
+			}
+			if ok && reset {
+				recreated++
 			}
 		}
 		wantPeers[addr] = p
 	}
+	// Sessions going away or being re-created (a route-reflector change)
+	// open the window; merely added ones do not.
+	if removed > 0 || recreated > 0 {
+		b.hold.Extend(now.Add(reshapeHold))
+		time.AfterFunc(reshapeHold, a.run.Poke)
+		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "recreated", recreated)
+	}
 
-	settled, serr := a.bgpSettled(ctx, wantPeers, now)
+	settled := serr == nil && a.bgpSettled(up, wantPeers, now)
 	for addr, r := range b.retiring {
 		_, back := wantBy[addr]
-		if back || now.After(r.until) || settled && a.bgpCovered(ctx, addr, wantPeers) {
+		_, isUp := up[addr]
+		if back || !isUp || now.After(r.until) || settled && a.bgpCovered(ctx, addr, wantPeers) {
 			delete(b.retiring, addr)
 		}
 	}
@@ -208,15 +217,24 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		b.starting = false
 		b.hold.End()
 	}
+	// While the window is open, withdrawals through sessions being
+	// retired or re-created are held; any other peer's are not.
+	windowed := func(peer netip.Addr) bool {
+		if _, ok := b.retiring[peer]; ok {
+			return true
+		}
+		at, ok := b.resetAt[peer]
+		return ok && now.Sub(at) < reshapeHold && !up[peer].After(at)
+	}
 
 	learned := b.speaker.Learned()
 	ls := make([]model.LearnedRoute, 0, len(learned))
 	for p, r := range learned {
-		ls = append(ls, model.LearnedRoute{Prefix: p, NextHop: r.NextHop})
+		ls = append(ls, model.LearnedRoute{Prefix: p, NextHop: r.NextHop, Peer: r.PeerAddr})
 	}
 	in.BGP = true
-	in.Learned = b.hold.Merge(now, ls, vouchedBy(*in, nodes))
-	if t := b.hold.NextExpiry(); !t.IsZero() {
+	in.Learned = b.hold.Merge(now, ls, windowed, vouchedBy(*in, nodes))
+	if t := b.hold.NextExpiry(now); !t.IsZero() {
 		time.AfterFunc(time.Until(t)+10*time.Millisecond, a.run.Poke)
 	}
 	in.ServiceCIDRs = cfg.ServiceCIDRs
@@ -261,13 +279,11 @@ func vouchedBy(in Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool 
 	}
 }
 
-// bgpSettled reports whether every wanted session has been established,
-// since SetPeers last (re)created it, for at least settleAfter: the peers
-// have sent their tables.
-func (a *Agent) bgpSettled(ctx context.Context, want map[netip.Addr]bgpspeaker.Peer, now time.Time) (bool, error) {
+// bgpUp returns the established sessions and since when.
+func (a *Agent) bgpUp(ctx context.Context) (map[netip.Addr]time.Time, error) {
 	st, err := a.bgp.speaker.Status(ctx)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	up := map[netip.Addr]time.Time{}
 	for _, p := range st.Peers {
@@ -275,13 +291,20 @@ func (a *Agent) bgpSettled(ctx context.Context, want map[netip.Addr]bgpspeaker.P
 			up[p.Address] = p.Since
 		}
 	}
+	return up, nil
+}
+
+// bgpSettled reports whether every wanted session has been established,
+// since SetPeers last (re)created it, for at least settleAfter: the peers
+// have sent their tables.
+func (a *Agent) bgpSettled(up map[netip.Addr]time.Time, want map[netip.Addr]bgpspeaker.Peer, now time.Time) bool {
 	for addr := range want {
 		since, ok := up[addr]
 		if !ok || now.Sub(since) < settleAfter || !since.After(a.bgp.resetAt[addr]) {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }
 
 // bgpCovered reports whether every prefix whose best path comes from the

@@ -57,12 +57,12 @@ func (h *routeHold) Extend(t time.Time) {
 // announces.
 func (h *routeHold) End() { h.until = time.Time{} }
 
-// NextExpiry is when the earliest vouched route runs out of lossHold (zero
-// if none), for the loop to look again then.
-func (h *routeHold) NextExpiry() time.Time {
+// NextExpiry is when the earliest held route runs out of lossHold after
+// now (zero if none), for the loop to look again then.
+func (h *routeHold) NextExpiry(now time.Time) time.Time {
 	var t time.Time
 	for _, since := range h.gone {
-		if e := since.Add(lossHold); t.IsZero() || e.Before(t) {
+		if e := since.Add(lossHold); e.After(now) && (t.IsZero() || e.Before(t)) {
 			t = e
 		}
 	}
@@ -73,10 +73,14 @@ func (h *routeHold) NextExpiry() time.Time {
 func (h *routeHold) Holding(now time.Time) bool { return now.Before(h.until) }
 
 // Merge returns the routes to install: every learned route, plus the
-// held routes BGP does not announce (any more) while a window is open, or
-// for lossHold if vouched (nil: none is) says the cluster still backs
-// them. A learned path replaces a held one for the same prefix.
-func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute, vouched func(model.LearnedRoute) bool) []model.LearnedRoute {
+// held routes BGP does not announce (any more): while a window is open,
+// those found in the kernel at start and those that came from a peer
+// windowed reports (nil: none) — the sessions being reshaped; and for
+// lossHold those vouched (nil: none) says the cluster still backs. A
+// route from any other peer goes as soon as BGP withdraws it, so a dead
+// node is not kept alive by a window that its own death holds open. A
+// learned path replaces a held one for the same prefix.
+func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute, windowed func(peer netip.Addr) bool, vouched func(model.LearnedRoute) bool) []model.LearnedRoute {
 	clear(h.seen)
 	out := make([]model.LearnedRoute, 0, len(learned))
 	for _, r := range learned {
@@ -95,7 +99,8 @@ func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute, vouched f
 			since = now
 			h.gone[p] = now
 		}
-		if holding || vouched != nil && now.Sub(since) < lossHold && vouched(r) {
+		inWindow := holding && (!r.Peer.IsValid() || windowed != nil && windowed(r.Peer))
+		if inWindow || vouched != nil && now.Sub(since) < lossHold && vouched(r) {
 			out = append(out, r)
 			continue
 		}

@@ -196,6 +196,9 @@ type BGPConfig struct {
 type LearnedRoute struct {
 	Prefix  netip.Prefix
 	NextHop netip.Addr
+	// Peer is the BGP neighbour the path came from; invalid for a route
+	// found in the kernel at start (the previous run's).
+	Peer netip.Addr
 }
 
 // Node is what the agent knows of a node from its Node object and
