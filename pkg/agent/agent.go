@@ -284,28 +284,48 @@ func (a *Agent) poolSelected(p ipam.Pool) bool {
 }
 
 // ensureTunnelAddr allocates and publishes the node's VXLAN tunnel
-// address once a VXLAN pool exists.
+// address once a VXLAN pool exists, and its IPIP tunnel address (the
+// address of tunl0, announced in wren.network/ipv4-ipip-tunnel-addr)
+// once an IPIP pool exists. Both come from IPAM with a fixed handle, so
+// a restart finds the same address.
 func (a *Agent) ensureTunnelAddr(ctx context.Context, pools []model.PoolMode, self *model.Node) error {
-	if self.VXLANTunnelIP.IsValid() {
-		return nil
-	}
-	want := false
+	wantVXLAN, wantIPIP := false, false
 	for _, p := range pools {
-		want = want || (!p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != "")
+		wantVXLAN = wantVXLAN || (!p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != "")
+		wantIPIP = wantIPIP || (!p.Disabled && p.IPIP != model.EncapNever && p.IPIP != "")
 	}
-	if !want {
-		return nil
+	var errs []error
+	if wantVXLAN && !self.VXLANTunnelIP.IsValid() {
+		ip, err := a.tunnelAddr(ctx, "vxlan", AnnotationVXLANIP)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("VXLAN tunnel address: %w", err))
+		} else {
+			self.VXLANTunnelIP = ip
+			self.VTEPMAC = tunnel.VTEPMAC(a.cfg.NodeName)
+		}
 	}
-	r, err := a.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + a.cfg.NodeName + "/vxlan"})
+	if wantIPIP && !self.IPIPTunnelIP.IsValid() {
+		ip, err := a.tunnelAddr(ctx, "ipip", AnnotationIPIPIP)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("IPIP tunnel address: %w", err))
+		} else {
+			self.IPIPTunnelIP = ip
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tunnelAddr allocates the node's address with handle node/<node>/<kind>
+// and publishes it in annotation.
+func (a *Agent) tunnelAddr(ctx context.Context, kind, annotation string) (netip.Addr, error) {
+	r, err := a.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + a.cfg.NodeName + "/" + kind})
 	if err != nil {
-		return fmt.Errorf("allocate VXLAN tunnel address: %w", err)
+		return netip.Addr{}, fmt.Errorf("allocate: %w", err)
 	}
-	if err := a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{AnnotationVXLANIP: r.IP.String()}); err != nil {
-		return err
+	if err := a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{annotation: r.IP.String()}); err != nil {
+		return netip.Addr{}, err
 	}
-	self.VXLANTunnelIP = r.IP
-	self.VTEPMAC = tunnel.VTEPMAC(a.cfg.NodeName)
-	return nil
+	return r.IP, nil
 }
 
 // sync is one level-triggered run: read every input, build the desired
@@ -345,6 +365,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 			if !self.VXLANTunnelIP.IsValid() && n.VXLANTunnelIP.IsValid() {
 				self.VXLANTunnelIP, self.VTEPMAC = n.VXLANTunnelIP, n.VTEPMAC
 			}
+			if !self.IPIPTunnelIP.IsValid() && n.IPIPTunnelIP.IsValid() {
+				self.IPIPTunnelIP = n.IPIPTunnelIP
+			}
 			continue
 		}
 		peers = append(peers, n.Node)
@@ -354,7 +377,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	a.mu.Lock()
-	a.self.VXLANTunnelIP, a.self.VTEPMAC = self.VXLANTunnelIP, self.VTEPMAC
+	a.self.VXLANTunnelIP, a.self.VTEPMAC, a.self.IPIPTunnelIP = self.VXLANTunnelIP, self.VTEPMAC, self.IPIPTunnelIP
 	a.mu.Unlock()
 
 	mtu, err := tunnel.HostMTU(a.nl, regexp.MustCompile(a.cfg.IfacePattern))
