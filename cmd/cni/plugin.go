@@ -202,9 +202,12 @@ func call(op string, c *conf, p pod, fn func(context.Context, cniv1.CNIClient) e
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	if err := fn(ctx, cniv1.NewCNIClient(conn)); err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
 			// Our deadline passed: whatever the agent managed to say
 			// (its handler sees the same deadline), the cause is time.
+			// The agent's side can give up a moment before ours (the
+			// deadline travels with the request), so its
+			// DeadlineExceeded counts too.
 			return timedOut(op, c, p, err)
 		}
 		return rpcError(op, c, p, err)
