@@ -202,17 +202,29 @@ func call(op string, c *conf, p pod, fn func(context.Context, cniv1.CNIClient) e
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	if err := fn(ctx, cniv1.NewCNIClient(conn)); err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		if deadlinePassed(ctx, err) {
 			// Our deadline passed: whatever the agent managed to say
 			// (its handler sees the same deadline), the cause is time.
-			// The agent's side can give up a moment before ours (the
-			// deadline travels with the request), so its
-			// DeadlineExceeded counts too.
 			return timedOut(op, c, p, err)
 		}
 		return rpcError(op, c, p, err)
 	}
 	return nil
+}
+
+// deadlinePassed reports whether err is our deadline running out. gRPC
+// can report it a moment before ctx's own timer fires, and not only as
+// DeadlineExceeded: the agent's side gives up first (the deadline travels
+// with the request), and a connection still being set up fails as
+// Unavailable "context deadline exceeded" (seen under load in CI).
+func deadlinePassed(ctx context.Context, err error) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return true
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return true
+	}
+	return strings.Contains(err.Error(), context.DeadlineExceeded.Error())
 }
 
 // timedOut is the error for an agent that did not answer in time: code

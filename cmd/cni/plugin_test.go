@@ -4,6 +4,7 @@ package main
 // socket, no namespace.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -358,5 +359,31 @@ func TestShippedConflist(t *testing.T) {
 	}
 	if c.socket != cniv1.DefaultSocket || c.timeout != 30*time.Second {
 		t.Errorf("shipped config: socket %q timeout %v; want %s and 30s", c.socket, c.timeout, cniv1.DefaultSocket)
+	}
+}
+
+// TestDeadlinePassed: every shape in which gRPC reports our own deadline
+// is a timeout; an error with time left is not.
+func TestDeadlinePassed(t *testing.T) {
+	live, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	expired, cancel2 := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel2()
+	<-expired.Done()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{"our context expired", expired, status.Error(codes.Unavailable, "connection refused"), true},
+		{"agent side gave up first", live, status.Error(codes.DeadlineExceeded, "deadline"), true},
+		{"connection setup ran out", live, status.Error(codes.Unavailable, "context deadline exceeded"), true},
+		{"refused with time left", live, status.Error(codes.Unavailable, "connection refused"), false},
+		{"agent error with time left", live, status.Error(codes.Internal, "boom"), false},
+	} {
+		if got := deadlinePassed(tc.ctx, tc.err); got != tc.want {
+			t.Errorf("%s: deadlinePassed = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
