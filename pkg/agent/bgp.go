@@ -39,13 +39,32 @@ const (
 // bgpState is the loop's BGP state; only the loop touches it.
 type bgpState struct {
 	speaker  *bgpspeaker.Speaker
-	as       uint32
 	hold     *routeHold
 	starting bool                            // the startup window is open
 	wanted   map[netip.Addr]model.BGPSession // last desired sessions
 	retiring map[netip.Addr]retiring         // no longer wanted, kept until the new ones are up
 	applied  map[netip.Addr]bgpspeaker.Peer  // last SetPeers input
 	resetAt  map[netip.Addr]time.Time        // when SetPeers last (re)created the session
+
+	wake   *time.Timer // pokes the loop at wakeAt: the next time-driven BGP step
+	wakeAt time.Time
+}
+
+// wakeBy makes the loop run again no later than t (one timer, set to the
+// earliest pending time): when a hold window or a held route runs out,
+// or an established session has been up for settleAfter. Everything else
+// BGP does (routes, session states) pokes the loop through the speaker.
+func (a *Agent) wakeBy(t time.Time) {
+	b := a.bgp
+	if b.wakeAt.After(time.Now()) && !t.Before(b.wakeAt) {
+		return // an earlier wake-up is pending
+	}
+	b.wakeAt = t
+	if b.wake == nil {
+		b.wake = time.AfterFunc(time.Until(t), a.run.Poke)
+		return
+	}
+	b.wake.Reset(time.Until(t))
 }
 
 type retiring struct {
@@ -71,7 +90,7 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	if err := sp.Start(ctx); err != nil {
 		return fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
-	b := &bgpState{speaker: sp, as: as, hold: newRouteHold(), starting: true,
+	b := &bgpState{speaker: sp, hold: newRouteHold(), starting: true,
 		wanted: map[netip.Addr]model.BGPSession{}, retiring: map[netip.Addr]retiring{},
 		applied: map[netip.Addr]bgpspeaker.Peer{}, resetAt: map[netip.Addr]time.Time{}}
 	seed, err := a.kernelRemoteRoutes()
@@ -94,7 +113,7 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 			}
 		}
 	}()
-	time.AfterFunc(startupHold, a.run.Poke)
+	a.wakeBy(time.Now().Add(startupHold))
 	return nil
 }
 
@@ -171,17 +190,23 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 	// open the window; merely added ones do not.
 	if removed > 0 || recreated > 0 {
 		b.hold.Extend(now.Add(reshapeHold))
-		time.AfterFunc(reshapeHold, a.run.Poke)
+		a.wakeBy(now.Add(reshapeHold))
 		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "recreated", recreated)
 	}
 
 	settled := serr == nil && a.bgpSettled(up, wantPeers, now)
+	cover := a.coverage(ctx, wantPeers)
 	for addr, r := range b.retiring {
 		_, back := wantBy[addr]
 		_, isUp := up[addr]
-		if back || !isUp || now.After(r.until) || settled && a.bgpCovered(ctx, addr, wantPeers) {
+		if back || !isUp || now.After(r.until) || settled && cover(addr) {
 			delete(b.retiring, addr)
 		}
+	}
+	if len(b.retiring) > 0 {
+		// Paths that arrive in the new sessions' Adj-RIBs-In without
+		// becoming best raise no event: look again.
+		a.wakeBy(now.Add(settleAfter))
 	}
 	peers := make([]bgpspeaker.Peer, 0, len(wantPeers)+len(b.retiring))
 	for _, r := range b.retiring {
@@ -235,12 +260,15 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 	in.BGP = true
 	in.Learned = b.hold.Merge(now, ls, windowed, vouchedBy(*in, nodes))
 	if t := b.hold.NextExpiry(now); !t.IsZero() {
-		time.AfterFunc(time.Until(t)+10*time.Millisecond, a.run.Poke)
+		a.wakeBy(t.Add(10 * time.Millisecond))
 	}
 	in.ServiceCIDRs = cfg.ServiceCIDRs
-	if !settled {
-		// Sessions are coming up: look again soon, not only on events.
-		time.AfterFunc(settleAfter, a.run.Poke)
+	// A session that came up recently counts as settled settleAfter
+	// later; sessions still down poke the loop when they come up.
+	for addr := range wantPeers {
+		if since, ok := up[addr]; ok && now.Sub(since) < settleAfter {
+			a.wakeBy(since.Add(settleAfter))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -307,34 +335,40 @@ func (a *Agent) bgpSettled(up map[netip.Addr]time.Time, want map[netip.Addr]bgps
 	return true
 }
 
-// bgpCovered reports whether every prefix whose best path comes from the
-// retiring peer old is also offered by one of the wanted peers, so that
-// dropping old moves those prefixes to another path instead of
-// withdrawing them. It walks Adj-RIBs-In: only while reshaping.
-func (a *Agent) bgpCovered(ctx context.Context, old netip.Addr, want map[netip.Addr]bgpspeaker.Peer) bool {
-	var needed []netip.Prefix
-	for p, r := range a.bgp.speaker.Learned() {
-		if r.PeerAddr == old {
-			needed = append(needed, p)
+// coverage returns a check of whether every prefix whose best path comes
+// from a retiring peer is also offered by one of the wanted peers, so
+// that dropping that peer moves those prefixes to another path instead of
+// withdrawing them. The wanted peers' Adj-RIBs-In are walked at most once
+// per call of coverage, and only when a retiring peer is asked about.
+func (a *Agent) coverage(ctx context.Context, want map[netip.Addr]bgpspeaker.Peer) func(old netip.Addr) bool {
+	var learned map[netip.Prefix]bgpspeaker.Route
+	var offered map[netip.Prefix]bool
+	var offerErr error
+	return func(old netip.Addr) bool {
+		if learned == nil {
+			learned = a.bgp.speaker.Learned()
 		}
-	}
-	if len(needed) == 0 {
+		for p, r := range learned {
+			if r.PeerAddr != old {
+				continue
+			}
+			if offered == nil && offerErr == nil {
+				offered = map[netip.Prefix]bool{}
+				for addr := range want {
+					in, err := a.bgp.speaker.AdjIn(ctx, addr)
+					if err != nil {
+						offerErr = err
+						break
+					}
+					maps.Copy(offered, in)
+				}
+			}
+			if offerErr != nil || !offered[p] {
+				return false
+			}
+		}
 		return true
 	}
-	offered := map[netip.Prefix]bool{}
-	for addr := range want {
-		in, err := a.bgp.speaker.AdjIn(ctx, addr)
-		if err != nil {
-			return false
-		}
-		maps.Copy(offered, in)
-	}
-	for _, p := range needed {
-		if !offered[p] {
-			return false
-		}
-	}
-	return true
 }
 
 // bgpPolicy is what the speaker may accept and pass on: prefixes inside

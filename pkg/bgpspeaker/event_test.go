@@ -109,3 +109,25 @@ func TestOnEventFold(t *testing.T) {
 		}
 	}
 }
+
+// TestOnEventPeerState: a session state change pokes Changed (the agent
+// re-checks its sessions then, instead of polling), without touching
+// Learned.
+func TestOnEventPeerState(t *testing.T) {
+	s, err := New(Config{RouterID: nodeA, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.onEvent(&api.WatchEventResponse{Event: &api.WatchEventResponse_Peer{Peer: &api.WatchEventResponse_PeerEvent{
+		Type: api.WatchEventResponse_PeerEvent_STATE,
+		Peer: &api.Peer{State: &api.PeerState{NeighborAddress: "127.0.0.2", SessionState: api.PeerState_ESTABLISHED}},
+	}}})
+	select {
+	case <-s.Changed():
+	default:
+		t.Error("a session state change did not poke Changed")
+	}
+	if n := len(s.Learned()); n != 0 {
+		t.Errorf("Learned has %d routes after a peer event, want 0", n)
+	}
+}

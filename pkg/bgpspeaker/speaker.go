@@ -230,8 +230,9 @@ func (s *Speaker) Learned() map[netip.Prefix]Route {
 	return out
 }
 
-// Changed receives a value (coalesced) after Learned has changed. The
-// consumer reads Learned when poked; several changes may arrive as one poke.
+// Changed receives a value (coalesced) after Learned has changed or a
+// session changed state. The consumer reads Learned (and Status) when
+// poked; several changes may arrive as one poke.
 func (s *Speaker) Changed() <-chan struct{} { return s.changed }
 
 // onEvent runs on GoBGP's watch goroutine. It only folds the event into the
@@ -241,6 +242,7 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 		st := pe.GetPeer().GetState()
 		if pe.GetType() == api.WatchEventResponse_PeerEvent_STATE {
 			s.log.Info("peer state", "peer", st.GetNeighborAddress(), "state", sessionState(st.GetSessionState()))
+			s.poke()
 		}
 		return
 	}
@@ -272,10 +274,15 @@ func (s *Speaker) onEvent(ev *api.WatchEventResponse) {
 	}
 	s.learnedMu.Unlock()
 	if changed {
-		select {
-		case s.changed <- struct{}{}:
-		default:
-		}
+		s.poke()
+	}
+}
+
+// poke signals Changed without blocking (one pending signal is enough).
+func (s *Speaker) poke() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
 	}
 }
 
