@@ -227,12 +227,7 @@ func advertisements(in Inputs) []netip.Prefix {
 		}
 	}
 	out = append(out, in.ServiceCIDRs...)
-	slices.SortFunc(out, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	slices.SortFunc(out, netip.Prefix.Compare)
 	return slices.Compact(out)
 }
 

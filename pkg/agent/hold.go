@@ -107,11 +107,6 @@ func (h *routeHold) Merge(now time.Time, learned []model.LearnedRoute, windowed 
 		delete(h.held, p)
 		delete(h.gone, p)
 	}
-	slices.SortFunc(out, func(a, b model.LearnedRoute) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
-	})
+	slices.SortFunc(out, func(a, b model.LearnedRoute) int { return a.Prefix.Compare(b.Prefix) })
 	return out
 }

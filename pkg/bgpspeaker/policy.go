@@ -39,12 +39,7 @@ func (p Policy) normalized() Policy {
 				out = append(out, x.Masked())
 			}
 		}
-		slices.SortFunc(out, func(a, b netip.Prefix) int {
-			if c := a.Addr().Compare(b.Addr()); c != 0 {
-				return c
-			}
-			return a.Bits() - b.Bits()
-		})
+		slices.SortFunc(out, netip.Prefix.Compare)
 		return slices.Compact(out)
 	}
 	return Policy{Accept: norm(p.Accept), Reject: norm(p.Reject), Reflect: p.Reflect}

@@ -308,12 +308,7 @@ func (v *View) BGPConfig() (model.BGPConfig, error) {
 			cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, p)
 		}
 	}
-	slices.SortFunc(cfg.ServiceCIDRs, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	slices.SortFunc(cfg.ServiceCIDRs, netip.Prefix.Compare)
 	cfg.ServiceCIDRs = slices.Compact(cfg.ServiceCIDRs)
 	return cfg, nil
 }
