@@ -162,13 +162,16 @@ func learnedRoutes(in Inputs, nodes map[string]model.Node, local map[netip.Addr]
 			byIP[n.IP.Addr()] = n
 		}
 	}
-	own := func(p netip.Prefix) bool {
-		for _, b := range in.Blocks {
-			if b.Affinity == in.Self.Name && b.CIDR.Overlaps(p) && b.CIDR.Bits() <= p.Bits() {
-				return true
-			}
+	// The node's own blocks, gathered once: there are few of them, and
+	// the check below runs for every learned path.
+	var ownBlocks []netip.Prefix
+	for _, b := range in.Blocks {
+		if b.Affinity == in.Self.Name {
+			ownBlocks = append(ownBlocks, b.CIDR)
 		}
-		return false
+	}
+	own := func(p netip.Prefix) bool {
+		return slices.ContainsFunc(ownBlocks, func(c netip.Prefix) bool { return c.Overlaps(p) && c.Bits() <= p.Bits() })
 	}
 	var out []model.Route
 	var errs []error
