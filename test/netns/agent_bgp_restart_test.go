@@ -20,9 +20,7 @@ package nstest_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -170,24 +168,6 @@ func bgpRestartWaitGone(t *testing.T, what string, deadline time.Duration, gs ..
 	return out
 }
 
-// bgpRestartDebug reads the agent's /debug/bgp inside its namespace.
-func bgpRestartDebug(p *agentProc) (agent.BGPView, error) {
-	var v agent.BGPView
-	resp, err := p.ns.HTTPClient(5 * time.Second).Get("http://" + p.health + "/debug/bgp")
-	if err != nil {
-		return v, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return v, fmt.Errorf("/debug/bgp: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
-		return v, fmt.Errorf("/debug/bgp: %w: %s", err, body)
-	}
-	return v, nil
-}
-
 // bgpRestartSettle waits until every node's /debug/bgp shows exactly one
 // established session with each other node, each up for at least
 // settled: the agents have seen BGP converge (every wanted session up for
@@ -198,7 +178,7 @@ func bgpRestartSettle(t *testing.T, ac *agentCluster, procs map[string]*agentPro
 	t.Helper()
 	took := nstest.Poll(t, 60*time.Second, fmt.Sprintf("every BGP session established for %s", settled), func() error {
 		for _, n := range ac.nodes {
-			v, err := bgpRestartDebug(procs[n.name])
+			v, err := procs[n.name].bgpDebug()
 			if err == nil {
 				err = bgpRestartUpFor(v, len(ac.nodes)-1, settled)
 			}
@@ -230,7 +210,7 @@ func bgpRestartUpFor(v agent.BGPView, count int, d time.Duration) error {
 // session with each node in peers, and a learned route to each of their
 // confirmed blocks via the node's address.
 func bgpRestartCheckDebug(ac *agentCluster, p *agentProc, self string, peers []*agentNode) error {
-	v, err := bgpRestartDebug(p)
+	v, err := p.bgpDebug()
 	if err != nil {
 		return err
 	}
@@ -357,7 +337,7 @@ func TestAgentBGPGracefulRestart(t *testing.T) {
 	nstest.Poll(t, 30*time.Second, "node-2's /debug/bgp: sessions established and routes learned", func() error {
 		return bgpRestartCheckDebug(ac, p2, "node-2", []*agentNode{n1, n3})
 	})
-	v, err := bgpRestartDebug(p2)
+	v, err := p2.bgpDebug()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -68,27 +67,7 @@ func TestAgentBinaryInNS(t *testing.T) {
 // and one pod per node.
 func newBGPCluster(t *testing.T) *agentCluster {
 	t.Helper()
-	ac := newAgentCluster(t)
-	bin := buildAgent(t)
-	if out, _ := exec.Command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "-bgp") {
-		t.Fatalf("wren-agent has no --bgp flag: the BGP speaker is not wired into the agent yet\n%s", out)
-	}
-	ac.pool(v1alpha1.EncapNever) // vxlanMode and ipipMode Never
-	procs := map[string]*agentProc{}
-	for i := 1; i <= 4; i++ {
-		name := fmt.Sprintf("node-%d", i)
-		_, procs[name] = ac.addBinaryNodeInNS(name, ac.sw1, fmt.Sprintf("198.18.0.%d/24", 10+i), bin)
-	}
-	// Registered after the agents' cleanups, so it runs before them,
-	// while every namespace and agent still exists.
-	t.Cleanup(func() {
-		if t.Failed() {
-			ac.dumpBGPState()
-		}
-	})
-	for _, n := range ac.nodes {
-		ac.addBinaryPod(n, procs[n.name], n.name+"-web")
-	}
+	ac, _ := bgpRestartCluster(t, 4, nil)
 	return ac
 }
 
@@ -195,6 +174,14 @@ func (ac *agentCluster) pollSessions(what string, deadline time.Duration, want m
 // node's block a plain gateway route via that node's address on eth0
 // (no encapsulation: not onlink, scope universe), and nothing else.
 func (ac *agentCluster) checkBGPRoutes(n *agentNode) error {
+	return ac.checkBGPRoutesIgnoring(n, netip.Prefix{}, netip.Addr{})
+}
+
+// checkBGPRoutesIgnoring is checkBGPRoutes for a node that may also hold
+// routes to prefixes inside ignore (when valid: a peer's, which come and
+// go with its sessions): every other Wren route must be what the API
+// says, and the routes inside ignore must go via via.
+func (ac *agentCluster) checkBGPRoutesIgnoring(n *agentNode, ignore netip.Prefix, via netip.Addr) error {
 	blocks, _ := ac.clusterFacts()
 	rs, err := n.ns.NL.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: routes.Protocol},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
@@ -203,6 +190,12 @@ func (ac *agentCluster) checkBGPRoutes(n *agentNode) error {
 	}
 	got := map[string]netlink.Route{}
 	for _, r := range rs {
+		if p, err := netip.ParsePrefix(r.Dst.String()); err == nil && ignore.IsValid() && ignore.Overlaps(p) {
+			if r.Gw.String() != via.String() {
+				return fmt.Errorf("%s: route %s via %s; the prefixes inside %s can only go via %s", n.name, r.Dst, r.Gw, ignore, via)
+			}
+			continue
+		}
 		got[r.Dst.String()] = r
 	}
 	eth0, err := n.ns.NL.LinkByName("eth0")
@@ -259,9 +252,16 @@ func (ac *agentCluster) checkBGPRoutes(n *agentNode) error {
 // assertBGPRoutes polls until every node's routes match the API.
 func (ac *agentCluster) assertBGPRoutes(what string) {
 	ac.t.Helper()
+	ac.assertBGPRoutesIgnoring(what, netip.Prefix{}, netip.Addr{})
+}
+
+// assertBGPRoutesIgnoring polls until checkBGPRoutesIgnoring holds on
+// every node.
+func (ac *agentCluster) assertBGPRoutesIgnoring(what string, ignore netip.Prefix, via netip.Addr) {
+	ac.t.Helper()
 	nstest.Poll(ac.t, 15*time.Second, what, func() error {
 		for _, n := range ac.nodes {
-			if err := ac.checkBGPRoutes(n); err != nil {
+			if err := ac.checkBGPRoutesIgnoring(n, ignore, via); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -44,6 +45,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
+	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/proxyarp"
 	"github.com/wren-net/wren/pkg/routes"
@@ -534,4 +536,44 @@ func TestAgentKill9(t *testing.T) {
 		t.Errorf("the new wren-agent exited: %s", proc.cmd.ProcessState)
 	default:
 	}
+}
+
+// debugBGPBody fetches the agent's /debug/bgp inside its namespace.
+func (p *agentProc) debugBGPBody() ([]byte, error) {
+	resp, err := p.ns.HTTPClient(5 * time.Second).Get("http://" + p.health + "/debug/bgp")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/debug/bgp: %s: %s", p.health, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, nil
+}
+
+// bgpDebug fetches and decodes the agent's /debug/bgp.
+func (p *agentProc) bgpDebug() (agent.BGPView, error) {
+	var v agent.BGPView
+	body, err := p.debugBGPBody()
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return v, fmt.Errorf("%s/debug/bgp: %w: %s", p.health, err, body)
+	}
+	return v, nil
+}
+
+// peerView returns the session to addr as /debug/bgp shows it.
+func peerView(v agent.BGPView, addr string) (agent.BGPPeerView, bool) {
+	for _, p := range v.Peers {
+		if p.Address == addr {
+			return p, true
+		}
+	}
+	return agent.BGPPeerView{}, false
 }

@@ -20,8 +20,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -34,6 +32,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/routes"
 	nstest "github.com/wren-net/wren/test/netns"
@@ -136,41 +135,11 @@ func (tc *torCluster) addPeer(name string, ip netip.Addr, as uint32, key string)
 	}
 }
 
-// torDebugView is the JSON of the agent's /debug/bgp.
-type torDebugView struct {
-	RouterID string `json:"routerID"`
-	AS       uint32 `json:"as"`
-	Peers    []struct {
-		Address    string    `json:"address"`
-		AS         uint32    `json:"as"`
-		State      string    `json:"state"`
-		Since      time.Time `json:"since"`
-		Received   uint64    `json:"received"`
-		Rejected   int       `json:"rejected"`
-		Advertised uint64    `json:"advertised"`
-	} `json:"peers"`
-	Learned []string `json:"learned"`
-}
-
-func (tc *torCluster) debugBGPGet(n *agentNode) ([]byte, error) {
-	p := tc.procs[n.name]
-	resp, err := p.ns.HTTPClient(5 * time.Second).Get("http://" + p.health + "/debug/bgp")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s /debug/bgp: %s: %s", n.name, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return b, nil
-}
+// torDebugView is the agent's /debug/bgp.
+type torDebugView agent.BGPView
 
 func (tc *torCluster) debugBGPRaw(n *agentNode) string {
-	b, err := tc.debugBGPGet(n)
+	b, err := tc.procs[n.name].debugBGPBody()
 	if err != nil {
 		return err.Error()
 	}
@@ -180,7 +149,7 @@ func (tc *torCluster) debugBGPRaw(n *agentNode) string {
 // debugBGP fetches and decodes a node's /debug/bgp.
 func (tc *torCluster) debugBGP(n *agentNode) (torDebugView, error) {
 	var v torDebugView
-	b, err := tc.debugBGPGet(n)
+	b, err := tc.procs[n.name].debugBGPBody()
 	if err != nil {
 		return v, err
 	}
@@ -192,12 +161,8 @@ func (tc *torCluster) debugBGP(n *agentNode) (torDebugView, error) {
 
 // peerState returns the agent's session to addr as /debug/bgp shows it.
 func (v torDebugView) peer(addr netip.Addr) (state string, since time.Time, received uint64, rejected int, ok bool) {
-	for _, p := range v.Peers {
-		if p.Address == addr.String() {
-			return p.State, p.Since, p.Received, p.Rejected, true
-		}
-	}
-	return "", time.Time{}, 0, 0, false
+	p, ok := peerView(agent.BGPView(v), addr.String())
+	return p.State, p.Since, p.Received, p.Rejected, ok
 }
 
 // torEstablished is nil when BIRD's protocol to every node and every
