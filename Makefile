@@ -41,6 +41,12 @@ generate:
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0 object paths=./pkg/cluster/v1alpha1/... crd paths=./pkg/cluster/v1alpha1/... output:crd:dir=./deploy/crds
 	hack/gen-proto.sh
 
+# image writes the Wren, pause and workload images as OCI archives under
+# bin/images (no container engine; see docs/deploy.md).
+.PHONY: image
+image:
+	$(GO) run ./hack/image --out $(BIN)/images
+
 # kube builds (once, cached) kube-apiserver and kubectl and installs etcd
 # for the datastore tests and the lab.
 kube:
