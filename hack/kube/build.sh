@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl from the Go module proxy and installs
-# etcd from Debian, into a cache outside the work tree that tests (envtest
-# BinaryAssetsDirectory / KUBEBUILDER_ASSETS) and the lab use:
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet
+# and kubectl from the Go module proxy and installs etcd from Debian, into
+# a cache outside the work tree that tests (envtest BinaryAssetsDirectory /
+# KUBEBUILDER_ASSETS) and the lab use:
 #
-#   ${WREN_CACHE:-/var/cache/wren}/k8s-<version>/{kube-apiserver,kubectl,etcd}
+#   ${WREN_CACHE:-/var/cache/wren}/k8s-<version>/{kube-apiserver,kube-controller-manager,
+#                                                kube-scheduler,kubelet,kubectl,etcd}
 #
 # The tools module (hack/kube/tools) pins k8s.io/kubernetes and replaces
 # its k8s.io/* staging modules with the matching published v0.x versions,
 # which is what lets the main repo build outside its own tree. A cached
-# build is reused; about 6 minutes on a 2-core VM otherwise. Prints the
+# build is reused; about 9 minutes on a 2-core VM otherwise. Prints the
 # asset directory on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,17 +27,26 @@ if ! command -v etcd >/dev/null; then
 fi
 ln -sf "$(command -v etcd)" "$dir/etcd"
 
-if [[ -x "$dir/kube-apiserver" && -x "$dir/kubectl" && -f "$dir/.built-$version" ]]; then
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# The stamp names the binary set, so a cache built before a binary joined
+# the set is rebuilt.
+stamp="$dir/.built-$version-$(echo "${bins[*]}" | sha256sum | cut -c1-12)"
+cached() {
+	[[ -f $stamp ]] || return 1
+	local b
+	for b in "${bins[@]}"; do [[ -x $dir/$b ]] || return 1; done
+}
+if cached; then
 	echo "kube: using cached $dir" >&2
 else
-	echo "kube: building kube-apiserver and kubectl $version into $dir (about 6 minutes)..." >&2
+	echo "kube: building ${bins[*]} $version into $dir (about 9 minutes)..." >&2
 	start=$(date +%s)
 	minor=$(echo "$version" | cut -d. -f2)
 	ldflags="-s -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1"
 	ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$version"
 	(cd "$here/tools" && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" \
-		-o "$dir/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl) >&2
-	touch "$dir/.built-$version"
+		-o "$dir/" "${bins[@]/#/k8s.io/kubernetes/cmd/}") >&2
+	touch "$stamp"
 	echo "kube: built in $(( $(date +%s) - start ))s" >&2
 fi
 "$dir/kube-apiserver" --version >&2
