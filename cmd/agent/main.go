@@ -1,5 +1,6 @@
 // Command wren-agent is the node agent: it watches the cluster, programs
 // the node's dataplane and serves the CNI plugin on a unix socket.
+// "wren-agent install-cni" is the DaemonSet's init step (install.go).
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/vishvananda/netns"
@@ -22,10 +24,19 @@ import (
 	"github.com/wren-net/wren/pkg/cniserver"
 )
 
-func main() { os.Exit(run()) }
+// version is set at build time (-X main.version=...; internal/image).
+var version = "dev"
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "install-cni" {
+		os.Exit(installCNI(os.Args[2:]))
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	var cfg agent.Config
+	var pool cluster.DefaultPool
 	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig path; empty means in-cluster")
 	socket := flag.String("socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
 	health := flag.String("health-addr", ":9099", "address of /livez and /readyz")
@@ -34,14 +45,30 @@ func run() int {
 	flag.BoolVar(&cfg.BGP, "bgp", true, "run the BGP speaker (advertise this node's blocks, route other nodes' blocks of pools without VXLAN); --bgp=false for VXLAN-only clusters")
 	nsPath := flag.String("netns", "", "program the dataplane of the network namespace at this path instead of the agent's own (tests run several agents on one host); API traffic stays in the agent's namespace")
 	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
-	flag.StringVar(&cfg.NodeIPMethod, "node-ip-method", "first-found", "first-found | interface=RE | skip-interface=RE | can-reach=IP | cidr=CIDR | kubernetes-internal-ip")
+	flag.StringVar(&cfg.NodeIPMethod, "node-ip-method", envOr("WREN_NODE_IP_METHOD", "first-found"), "first-found | interface=RE | skip-interface=RE | can-reach=IP | cidr=CIDR | kubernetes-internal-ip")
+	flag.StringVar(&cfg.Sysctl.Root, "proc-sys", "/proc/sys", "the node's /proc/sys (a container sees a read-only one; the DaemonSet mounts the host's at /host/proc/sys)")
+	flag.StringVar(&pool.CIDR, "default-ipv4-pool-cidr", os.Getenv("WREN_IPV4POOL_CIDR"), "create IPPool "+cluster.DefaultPoolName+" with this CIDR on start if the cluster has no IPPool")
+	flag.IntVar(&pool.BlockSize, "default-ipv4-pool-block-size", envInt("WREN_IPV4POOL_BLOCK_SIZE"), "blockSize of the default pool (0: 26)")
+	flag.StringVar(&pool.VXLANMode, "default-ipv4-pool-vxlan", os.Getenv("WREN_IPV4POOL_VXLAN"), "vxlanMode of the default pool: Always | CrossSubnet | Never")
+	flag.StringVar(&pool.IPIPMode, "default-ipv4-pool-ipip", os.Getenv("WREN_IPV4POOL_IPIP"), "ipipMode of the default pool: Always | CrossSubnet | Never")
+	flag.BoolVar(&pool.NATOutgoing, "default-ipv4-pool-nat-outgoing", os.Getenv("WREN_IPV4POOL_NAT_OUTGOING") == "true", "natOutgoing of the default pool")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("wren-agent", version)
+		return 0
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	if err := pool.Validate(); err != nil {
+		log.Error("wren-agent: bad default pool setting (WREN_IPV4POOL_* / --default-ipv4-pool-*)", "err", err)
+		return 1
+	}
+	log.Info("wren-agent starting", "version", version, "node", cfg.NodeName)
 	if *nsPath != "" {
 		bgpSet := false
 		flag.Visit(func(f *flag.Flag) { bgpSet = bgpSet || f.Name == "bgp" })
@@ -58,7 +85,7 @@ func run() int {
 		defer h.Close()
 		cfg.NetNS = h
 	}
-	if err := serve(cfg, *kubeconfig, *socket, *health, *namespace); err != nil {
+	if err := serve(cfg, pool, *kubeconfig, *socket, *health, *namespace); err != nil {
 		log.Error("wren-agent stopped", "err", err)
 		return 1
 	}
@@ -72,13 +99,22 @@ func envOr(key, def string) string {
 	return def
 }
 
-func serve(cfg agent.Config, kubeconfig, socket, health, namespace string) error {
+// envInt is the integer in environment variable key, or 0.
+func envInt(key string) int {
+	n, _ := strconv.Atoi(os.Getenv(key))
+	return n
+}
+
+func serve(cfg agent.Config, pool cluster.DefaultPool, kubeconfig, socket, health, namespace string) error {
 	// On SIGTERM the agent just exits: kernel routes, veths and tunnels
 	// stay, so pods keep their connectivity across agent restarts.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	rc, err := cluster.RESTConfig(kubeconfig)
 	if err != nil {
+		return err
+	}
+	if _, err := cluster.EnsureDefaultPool(ctx, rc, pool, cfg.Logger); err != nil {
 		return err
 	}
 	view, err := cluster.NewView(rc, cfg.NodeName, cfg.Logger, cluster.WithNamespace(namespace))
