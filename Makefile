@@ -52,17 +52,21 @@ image:
 kube:
 	hack/kube/build.sh
 
-# lab brings up a three-node cluster in network namespaces named wrenlab-*
-# (root; state in /var/run/wren-lab; see docs/lab.md). lab-down removes it.
-# It runs deps first, so it is the whole set-up of a fresh machine.
-# MODE=bgp (default) | vxlan | tor: see docs/lab.md.
-.PHONY: lab lab-down
+# lab brings up a real three-node Kubernetes cluster in network namespaces
+# named wrenlab-* (control plane; kubelet + containerd per node; Wren by
+# kubectl apply -k; root; state in /var/tmp/wren-lab; see docs/lab.md).
+# lab-down removes it. It runs deps first, so it is the whole set-up of a
+# fresh machine. MODE=bgp (default) | vxlan | tor: see docs/lab.md.
+.PHONY: lab lab-down lab-check
 MODE ?= bgp
 lab: deps
-	LAB_MODE=$(MODE) hack/lab/up.sh
+	$(GO) run ./hack/lab up --mode $(MODE)
+
+lab-check:
+	$(GO) run ./hack/lab check
 
 lab-down:
-	hack/lab/down.sh
+	$(GO) run ./hack/lab down
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -16,15 +16,22 @@ command -v jq >/dev/null || need+=(jq)
 # BIRD 2: a real BGP peer, run inside test namespaces by test/netns/bird.go
 # (the tests fail under CI=true without it).
 command -v bird >/dev/null && command -v birdc >/dev/null || need+=(bird2)
+# The lab and the real-cluster tests: containerd and runc on every node,
+# busybox-static for the workload image (internal/image).
+command -v containerd >/dev/null && command -v ctr >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)
 if ((${#need[@]})); then
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq "${need[@]}" >/dev/null
-	# The package enables a bird service in the root namespace (with kernel
-	# export all); the tests start their own, so keep it off.
-	if [[ " ${need[*]} " == *" bird2 "* && -d /run/systemd/system ]]; then
-		systemctl disable --now bird.service >/dev/null 2>&1 || true
+	# The packages enable services in the root namespace (bird with kernel
+	# export all, containerd); the tests and the lab start their own inside
+	# namespaces, so keep them off.
+	if [[ -d /run/systemd/system ]]; then
+		[[ " ${need[*]} " == *" bird2 "* ]] && { systemctl disable --now bird.service >/dev/null 2>&1 || true; }
+		[[ " ${need[*]} " == *" containerd "* ]] && { systemctl disable --now containerd.service >/dev/null 2>&1 || true; }
 	fi
 fi
 # cnitool drives wren-cni in the tests (the test fails under CI=true
