@@ -88,13 +88,22 @@ func (l *Lab) pid(name string) (int, bool) {
 }
 
 // isOurs reports whether pid is alive and names the state directory in
-// its command line.
+// its command line. A live process whose command line reads empty is in
+// the middle of execve (nsenter becoming the daemon) and counts as ours.
 func (l *Lab) isOurs(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state is the field after the parenthesised command name.
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+		return false
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
 	}
-	return bytes.Contains(b, []byte(l.cfg.State+"/"))
+	return len(b) == 0 || bytes.Contains(b, []byte(l.cfg.State+"/"))
 }
 
 // stop sends SIGTERM to a lab process and waits up to grace for it to
