@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/wren-net/wren/pkg/cniserver"
+	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/proxyarp"
 )
 
@@ -207,6 +208,11 @@ func TestBinaryErrors(t *testing.T) {
 	add(t, "1.0.0", full, "ctr-first")
 	notReady := serveAgent(t, &fakeAgent{failWith: cniserver.Errorf(cniserver.ReasonNotReady, "IPAM not synced with the Kubernetes API yet")})
 	slow := serveAgent(t, &fakeAgent{block: true})
+	// The agent is fine, the Kubernetes API server is not: the agent names
+	// it (as pkg/agent does), or its IPAM store's error says so.
+	const apiMsg = "the Kubernetes API server https://198.18.0.2:6443 is unreachable (since 12:01:02: dial tcp 198.18.0.2:6443: connect: connection refused); node-1 cannot record the pod's address until it returns; the runtime will retry"
+	apiDown := serveAgent(t, &fakeAgent{failWith: cniserver.Errorf(cniserver.ReasonAPIUnavailable, "%s", apiMsg)})
+	storeDown := serveAgent(t, &fakeAgent{failWith: fmt.Errorf("allocate for default/web-0: update ipamblock 10-244-1-0-26: %w: the server is currently unable to handle the request", ipam.ErrUnavailable)})
 	missing := filepath.Join(shortTempDir(t), "wren.sock")
 	// A stale socket file: bound, then nobody accepts (an agent that died).
 	stale := filepath.Join(shortTempDir(t), "wren.sock")
@@ -244,6 +250,16 @@ func TestBinaryErrors(t *testing.T) {
 			[]string{"no free pod address", "IP pools exhausted", "add an IPPool"}},
 		{"agent not ready", with(func(i *invocation) { i.conf = netConf("1.0.0", notReady) }), 11,
 			[]string{"not ready: IPAM not synced"}},
+		{"API server unreachable", with(func(i *invocation) { i.conf = netConf("1.0.0", apiDown) }), 11,
+			[]string{"wren-cni ADD pod default/web-0 (container ctr-x): " + apiMsg}},
+		{"DEL with the API server unreachable", with(func(i *invocation) { i.command = "DEL"; i.conf = netConf("1.0.0", apiDown) }), 11,
+			[]string{"wren-cni DEL pod default/web-0 (container ctr-x): " + apiMsg}},
+		{"CHECK with the API server unreachable", with(func(i *invocation) {
+			i.command = "CHECK"
+			i.conf = netConf("1.0.0", apiDown, `"prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.244.1.1/32"}]}`)
+		}), 11, []string{"wren-cni CHECK pod default/web-0 (container ctr-x): " + apiMsg}},
+		{"IPAM store unavailable", with(func(i *invocation) { i.conf = netConf("1.0.0", storeDown) }), 11,
+			[]string{"wren-cni ADD pod default/web-0 (container ctr-x): the Kubernetes API server is unavailable: ", "the server is currently unable to handle the request"}},
 		{"agent too slow", with(func(i *invocation) { i.conf = netConf("1.0.0", slow, `"timeout":"300ms"`) }), 11,
 			[]string{"did not answer within 300ms"}},
 	}
@@ -261,6 +277,9 @@ func TestBinaryErrors(t *testing.T) {
 				if !strings.Contains(msg, m) {
 					t.Errorf("message %q does not contain %q", msg, m)
 				}
+			}
+			if strings.Contains(tt.name, "API server") && strings.Contains(msg, "wren agent") {
+				t.Errorf("message %q blames the agent for the API server", msg)
 			}
 		})
 	}

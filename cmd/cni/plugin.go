@@ -282,8 +282,11 @@ func rpcError(op string, c *conf, p pod, err error) *types.Error {
 		return types.NewError(types.ErrInternal,
 			prefix+"no free pod address: "+msg+" (add an IPPool or enlarge one; wrenctl ipam show lists the blocks)", "")
 	case cniv1.ErrorReason_ERROR_REASON_NOT_READY:
-		return types.NewError(types.ErrTryAgainLater,
-			prefix+"wren agent is not ready: "+msg+" (the runtime retries; the agent's log says what it waits for)", "")
+		// Try again later. The agent's message says what is not ready:
+		// "wren agent is not ready: ..." while it starts, or "the
+		// Kubernetes API server https://... is unreachable ..." when the
+		// agent is fine but cannot record or release the address.
+		return types.NewError(types.ErrTryAgainLater, prefix+msg, "")
 	case cniv1.ErrorReason_ERROR_REASON_MISMATCH:
 		return types.NewError(types.ErrInternal, prefix+"pod network differs from what ADD built: "+msg, "")
 	}

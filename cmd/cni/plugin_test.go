@@ -272,8 +272,12 @@ func TestRPCErrorMapping(t *testing.T) {
 		{"not found", detailed(t, codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, "no such container"), types.ErrUnknownContainer, []string{"no such container"}},
 		{"exhausted", detailed(t, codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED, "IP pools exhausted"), types.ErrInternal,
 			[]string{"no free pod address: IP pools exhausted", "add an IPPool"}},
-		{"not ready", detailed(t, codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY, "waiting for the API"), types.ErrTryAgainLater,
-			[]string{"not ready: waiting for the API"}},
+		// The agent's message says who is not ready (pkg/cniserver frames
+		// it); the plugin adds only the command and the pod.
+		{"not ready", detailed(t, codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY, "wren agent is not ready: waiting for the API"), types.ErrTryAgainLater,
+			[]string{"wren-cni ADD pod default/web-0 (container 0123456789ab): wren agent is not ready: waiting for the API"}},
+		{"API server unreachable", detailed(t, codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY, "the Kubernetes API server https://198.18.0.2:6443 is unreachable"), types.ErrTryAgainLater,
+			[]string{"wren-cni ADD pod default/web-0 (container 0123456789ab): the Kubernetes API server https://198.18.0.2:6443 is unreachable"}},
 		{"mismatch", detailed(t, codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_MISMATCH, "address differs"), types.ErrInternal,
 			[]string{"differs from what ADD built: address differs"}},
 		{"unspecified", detailed(t, codes.Internal, cniv1.ErrorReason_ERROR_REASON_UNSPECIFIED, "disk on fire"), types.ErrInternal, []string{"disk on fire"}},

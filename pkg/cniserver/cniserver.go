@@ -130,6 +130,15 @@ const (
 	// ReasonMismatch is a CHECK that found a difference: gRPC
 	// FailedPrecondition, CNI 999.
 	ReasonMismatch
+	// ReasonAPIUnavailable means the Kubernetes API server cannot be
+	// reached or does not serve right now (connection refused or reset,
+	// timeout, 429, 503), so the agent cannot record or release an
+	// address: gRPC Unavailable with the NOT_READY detail, CNI 11 (try
+	// again later). Its message is sent as is and should name the API
+	// server; the plugin does not blame the agent. Errors that wrap
+	// ipam.ErrUnavailable get it without wrapping (their message is
+	// prefixed with "the Kubernetes API server is unavailable: ").
+	ReasonAPIUnavailable
 )
 
 // reasons maps each Reason to its wire form and gRPC code.
@@ -145,6 +154,9 @@ var reasons = map[Reason]struct {
 	ReasonPoolExhausted:   {"pool-exhausted", codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED},
 	ReasonNotReady:        {"not-ready", codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY},
 	ReasonMismatch:        {"mismatch", codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_MISMATCH},
+	// The wire has one "try again later" reason; the message says whose
+	// fault it is (see message).
+	ReasonAPIUnavailable: {"api-unavailable", codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY},
 }
 
 // String returns the reason's name as used in logs.
@@ -181,32 +193,57 @@ func Errorf(r Reason, format string, a ...any) error {
 }
 
 // ReasonOf classifies err: the Reason of the first *Error in its chain;
-// else ReasonPoolExhausted for ipam.ErrExhausted and ReasonNotReady for
-// context.DeadlineExceeded; else ReasonInternal.
+// else ReasonAPIUnavailable for ipam.ErrUnavailable, ReasonPoolExhausted
+// for ipam.ErrExhausted and ReasonNotReady for context.DeadlineExceeded;
+// else ReasonInternal.
 func ReasonOf(err error) Reason {
+	r, _ := classify(err)
+	return r
+}
+
+// classify is ReasonOf, also telling whether the handler chose the
+// reason itself (an *Error) or it was derived from a sentinel.
+func classify(err error) (r Reason, explicit bool) {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
-		return e.Reason
+		return e.Reason, true
+	case errors.Is(err, ipam.ErrUnavailable):
+		return ReasonAPIUnavailable, false
 	case errors.Is(err, ipam.ErrExhausted):
-		return ReasonPoolExhausted
+		return ReasonPoolExhausted, false
 	case errors.Is(err, context.DeadlineExceeded):
-		return ReasonNotReady
+		return ReasonNotReady, false
 	}
-	return ReasonInternal
+	return ReasonInternal, false
+}
+
+// message is the status message for a Handler error: its own text, which
+// reaches the pod's events through the runtime, so handlers should name
+// what is wrong and what fixes it. The two "try again later" reasons share
+// one wire reason, so the message says whose fault it is: "wren agent is
+// not ready: ..." for ReasonNotReady; the handler's own words (naming the
+// API server) for ReasonAPIUnavailable, or a prefix saying so when the
+// reason came from ipam.ErrUnavailable alone.
+func message(r Reason, explicit bool, err error) string {
+	switch {
+	case r == ReasonNotReady:
+		return "wren agent is not ready: " + err.Error() + " (the runtime retries; the agent's log says what it waits for)"
+	case r == ReasonAPIUnavailable && !explicit:
+		return "the Kubernetes API server is unavailable: " + err.Error() + " (the runtime retries)"
+	}
+	return err.Error()
 }
 
 // statusOf turns a Handler error into a gRPC status error carrying an
-// ErrorDetail. The message is the error's own text: it reaches the pod's
-// events through the runtime, so handlers should name what is wrong and
-// what fixes it.
+// ErrorDetail and the message of message.
 func statusOf(err error) error {
-	r := ReasonOf(err)
+	r, explicit := classify(err)
 	m, ok := reasons[r]
 	if !ok {
 		m = reasons[ReasonInternal]
 	}
-	st := status.New(m.code, err.Error())
+	st := status.New(m.code, message(r, explicit, err))
 	if ds, derr := st.WithDetails(&cniv1.ErrorDetail{Reason: m.detail}); derr == nil {
 		st = ds
 	}

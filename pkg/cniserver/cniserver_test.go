@@ -430,22 +430,33 @@ func TestValidation(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
+	const apiMsg = "the Kubernetes API server https://198.18.0.2:6443 is unreachable (since 12:01:02: boom); node-1 cannot record the pod's address until it returns; the runtime will retry"
 	tests := []struct {
 		name   string
 		err    error
 		code   codes.Code
 		reason cniv1.ErrorReason
+		msg    string // the exact message; "" checks only that it holds "boom"
 	}{
-		{"plain", errors.New("boom"), codes.Internal, cniv1.ErrorReason_ERROR_REASON_UNSPECIFIED},
-		{"invalid argument", Errorf(ReasonInvalidArgument, "boom"), codes.InvalidArgument, cniv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT},
-		{"invalid netns", Errorf(ReasonInvalidNetNS, "boom"), codes.InvalidArgument, cniv1.ErrorReason_ERROR_REASON_INVALID_NETNS},
-		{"not found", Errorf(ReasonNotFound, "boom"), codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND},
-		{"exhausted", Errorf(ReasonPoolExhausted, "boom"), codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED},
-		{"ipam exhausted", fmt.Errorf("allocate for default/web: boom: %w", ipam.ErrExhausted), codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED},
-		{"not ready", NewError(ReasonNotReady, errors.New("boom")), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY},
-		{"deadline", fmt.Errorf("boom: %w", context.DeadlineExceeded), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY},
-		{"mismatch", Errorf(ReasonMismatch, "boom"), codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_MISMATCH},
-		{"wrapped", fmt.Errorf("outer: %w", Errorf(ReasonNotFound, "boom")), codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND},
+		{"plain", errors.New("boom"), codes.Internal, cniv1.ErrorReason_ERROR_REASON_UNSPECIFIED, "boom"},
+		{"invalid argument", Errorf(ReasonInvalidArgument, "boom"), codes.InvalidArgument, cniv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "boom"},
+		{"invalid netns", Errorf(ReasonInvalidNetNS, "boom"), codes.InvalidArgument, cniv1.ErrorReason_ERROR_REASON_INVALID_NETNS, "boom"},
+		{"not found", Errorf(ReasonNotFound, "boom"), codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, ""},
+		{"exhausted", Errorf(ReasonPoolExhausted, "boom"), codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED, "boom"},
+		{"ipam exhausted", fmt.Errorf("allocate for default/web: boom: %w", ipam.ErrExhausted), codes.ResourceExhausted, cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED, ""},
+		{"not ready", NewError(ReasonNotReady, errors.New("boom")), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
+			"wren agent is not ready: boom (the runtime retries; the agent's log says what it waits for)"},
+		{"deadline", fmt.Errorf("boom: %w", context.DeadlineExceeded), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
+			"wren agent is not ready: boom: context deadline exceeded (the runtime retries; the agent's log says what it waits for)"},
+		// The handler names the API server: its words go as they are, and
+		// nothing blames the agent.
+		{"api unavailable", Errorf(ReasonAPIUnavailable, "%s", apiMsg), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY, apiMsg},
+		{"ipam unavailable", fmt.Errorf("allocate: %w: dial tcp 127.0.0.1:6443: connect: boom", ipam.ErrUnavailable), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
+			"the Kubernetes API server is unavailable: allocate: IPAM store unavailable: dial tcp 127.0.0.1:6443: connect: boom (the runtime retries)"},
+		{"mismatch", Errorf(ReasonMismatch, "boom"), codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_MISMATCH, "boom"},
+		{"wrapped", fmt.Errorf("outer: %w", Errorf(ReasonNotFound, "boom")), codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, ""},
+		{"wrapped unavailable", fmt.Errorf("pod default/web: %w", Errorf(ReasonAPIUnavailable, "%s", apiMsg)), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
+			"pod default/web: " + apiMsg},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -455,13 +466,42 @@ func TestErrorMapping(t *testing.T) {
 				check: func(CheckRequest) error { return tt.err },
 			}
 			c := startServer(t, h)
+			check := func(what string, err error) {
+				t.Helper()
+				wantStatus(t, what, err, tt.code, tt.reason, "boom")
+				if st, _ := status.FromError(err); tt.msg != "" && st.Message() != tt.msg {
+					t.Errorf("%s: message\n%q\nwant\n%q", what, st.Message(), tt.msg)
+				}
+			}
 			_, err := c.Add(t.Context(), validAdd)
-			wantStatus(t, "add", err, tt.code, tt.reason, "boom")
+			check("add", err)
 			_, err = c.Del(t.Context(), &cniv1.DelRequest{ContainerId: "c1", Ifname: "eth0"})
-			wantStatus(t, "del", err, tt.code, tt.reason, "boom")
+			check("del", err)
 			_, err = c.Check(t.Context(), &cniv1.CheckRequest{ContainerId: "c1", Netns: "/x", Ifname: "eth0", PodNamespace: "default", PodName: "web"})
-			wantStatus(t, "check", err, tt.code, tt.reason, "boom")
+			check("check", err)
 		})
+	}
+}
+
+// TestReasonOf: errors from the API store while the API server is
+// unreachable are "try again later" without the handler wrapping them;
+// an explicit reason wins over a sentinel further down the chain.
+func TestReasonOf(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want Reason
+	}{
+		{fmt.Errorf("update ipamblock x: %w: connection refused", ipam.ErrUnavailable), ReasonAPIUnavailable},
+		{fmt.Errorf("pod a/b: %w", fmt.Errorf("list: %w", ipam.ErrUnavailable)), ReasonAPIUnavailable},
+		{Errorf(ReasonInvalidNetNS, "x: %w", ipam.ErrUnavailable), ReasonInvalidNetNS},
+		{fmt.Errorf("x: %w", ipam.ErrExhausted), ReasonPoolExhausted},
+		{fmt.Errorf("x: %w", ipam.ErrConflict), ReasonInternal},
+		{context.DeadlineExceeded, ReasonNotReady},
+		{errors.New("x"), ReasonInternal},
+	} {
+		if got := ReasonOf(tt.err); got != tt.want {
+			t.Errorf("ReasonOf(%q) = %s; want %s", tt.err, got, tt.want)
+		}
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 )
 
 // Errors a Store returns; the allocator retries on ErrConflict and
-// ErrExists with fresh state.
+// ErrExists with fresh state, and gives up at once on ErrUnavailable.
 var (
 	// ErrConflict: the block changed since it was read (resourceVersion
 	// mismatch on update or delete).
@@ -20,6 +20,11 @@ var (
 	ErrExists = errors.New("block already exists")
 	// ErrNotFound: the block does not exist (any more).
 	ErrNotFound = errors.New("block not found")
+	// ErrUnavailable: the store cannot be reached or does not serve right
+	// now (connection refused or reset, timeout, 429 Too Many Requests,
+	// 503). Nothing was decided; the caller should try again later rather
+	// than retry in a loop (CNI: code 11, try again later).
+	ErrUnavailable = errors.New("IPAM store unavailable")
 )
 
 // Claim states of a block's affinity. A node creates a block as pending
