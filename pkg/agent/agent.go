@@ -48,8 +48,18 @@ type Cluster interface {
 	// PublishNode merges annotations into the Node and sets its
 	// NetworkUnavailable condition to False.
 	PublishNode(ctx context.Context, name string, annotations map[string]string) error
-	// PodExists reports whether a pod exists (for address GC).
-	PodExists(namespace, name string) bool
+	// PodGone reports whether a pod does not exist, for address GC: true
+	// only when the API server itself (an uncached GET) answered NotFound,
+	// never from a cache that may not show a pod created a moment ago.
+	PodGone(ctx context.Context, namespace, name string) bool
+	// NodeGone is PodGone for Nodes, for the release of a deleted node's
+	// blocks.
+	NodeGone(ctx context.Context, name string) bool
+	// APIDown reports, without blocking, whether the Kubernetes API server
+	// is unreachable, since when, and the latest error that said so.
+	APIDown() (since time.Time, err error, down bool)
+	// APIServer names the API server in messages (its URL).
+	APIServer() string
 	// Warn records a Kubernetes Event (and a log line) about a bad object.
 	Warn(kind, name, reason, message string)
 }
@@ -123,6 +133,9 @@ type Agent struct {
 	// route. So a sync never sweeps the veth of an ADD it did not see,
 	// nor complains about the veth of a DEL it still saw.
 	wl sync.RWMutex
+
+	// hk serializes housekeeping rounds (the minute ticker, Housekeep).
+	hk sync.Mutex
 
 	mu       sync.Mutex
 	self     model.NodeInfo
@@ -407,6 +420,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		podMTU = d.PodMTU
 	}
 
+	_, _, apiDown := a.cluster.APIDown()
 	a.wl.Lock()
 	defer a.wl.Unlock()
 	a.mu.Lock()
@@ -414,7 +428,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	for _, w := range a.pinned {
 		pinned = append(pinned, w)
 	}
-	released := a.pruneReleased(blocks)
+	released := a.pruneReleased(blocks, apiDown)
 	a.mu.Unlock()
 	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, podMTU)
 	d, berrs := Build(in)
@@ -490,11 +504,16 @@ func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, r
 const releasedTTL = time.Minute
 
 // pruneReleased forgets released handles the cache no longer shows (or
-// that are older than releasedTTL) and returns the rest. a.mu is held.
-func (a *Agent) pruneReleased(blocks []ipam.Block) map[string]bool {
+// that are older than releasedTTL) and returns the rest. While the API
+// server is unreachable (apiDown) the cache cannot show a release, so
+// the TTL starts again: it counts from the server's return, not from the
+// DEL, or an allocation released just before an outage would reappear
+// from the stale cache as a local pod. a.mu is held.
+func (a *Agent) pruneReleased(blocks []ipam.Block, apiDown bool) map[string]bool {
 	if len(a.released) == 0 {
 		return nil
 	}
+	now := time.Now()
 	cached := map[string]bool{}
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
@@ -504,7 +523,11 @@ func (a *Agent) pruneReleased(blocks []ipam.Block) map[string]bool {
 		}
 	}
 	for h, at := range a.released {
-		if !cached[h] || time.Since(at) > releasedTTL {
+		if apiDown {
+			a.released[h] = now
+			at = now
+		}
+		if !cached[h] || now.Sub(at) > releasedTTL {
 			delete(a.released, h)
 			delete(cached, h)
 		}
@@ -523,22 +546,77 @@ func (a *Agent) housekeeping(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := a.alloc.ReleaseEmptyBlocks(ctx); err != nil {
-			a.log.Warn("release empty blocks", "err", err)
-		}
-		if _, err := a.alloc.GC(ctx, a.cluster.PodExists); err != nil {
-			a.log.Warn("address GC", "err", err)
-		}
-		if nodes, err := a.cluster.Nodes(); err == nil && len(nodes) > 0 {
-			live := map[string]bool{}
-			for _, n := range nodes {
-				live[n.Name] = true
-			}
-			if _, err := a.alloc.ReleaseOrphanBlocks(ctx, func(n string) bool { return live[n] }); err != nil {
-				a.log.Warn("release blocks of deleted nodes", "err", err)
-			}
+		if err := a.Housekeep(ctx); err != nil && !errors.Is(err, errAPIDown) {
+			a.log.Warn("housekeeping", "err", err)
 		}
 	}
+}
+
+// errAPIDown: housekeeping waits for the API server (the outage is
+// logged once by the cluster view).
+var errAPIDown = errors.New("housekeeping skipped: the Kubernetes API server is unreachable")
+
+// Housekeep runs one round of IPAM housekeeping now; the agent runs one a
+// minute, tests call it directly. It releases this node's blocks that
+// have been empty for the grace period, the addresses of this node's
+// deleted pods, and the blocks of deleted nodes.
+//
+// Nothing is freed on the word of a cache. Each release is decided on
+// state read from the API server itself and confirmed there: the blocks
+// are listed uncached, a pod or node counts as deleted only when an
+// uncached GET answers NotFound (Cluster.PodGone, NodeGone; any error
+// means keep), and every write is conditional on the version read. The
+// informer caches are at best a shortcut for "it exists". The other
+// design, acting only on a cache known to be synced since the last
+// disconnect, cannot be made exact with client-go: a reflector that
+// resumes its watch after "connection refused" reports neither the error
+// nor the resync, HasSynced covers only the first list, and even a
+// healthy cache trails the API by the latency of a watch event. The
+// price is one GET per candidate, and there are none in steady state.
+//
+// While the API server is unreachable the round is skipped (errAPIDown).
+func (a *Agent) Housekeep(ctx context.Context) error {
+	a.hk.Lock()
+	defer a.hk.Unlock()
+	a.mu.Lock()
+	alloc := a.alloc
+	a.mu.Unlock()
+	if alloc == nil {
+		return errors.New("housekeeping: the agent has not registered its node yet")
+	}
+	if _, _, down := a.cluster.APIDown(); down {
+		return errAPIDown
+	}
+	var errs []error
+	if _, err := alloc.ReleaseEmptyBlocks(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("release empty blocks: %w", err))
+	}
+	gone, err := alloc.GC(ctx, a.cluster.PodGone)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("address GC: %w", err))
+	}
+	a.forget(gone)
+	if _, err := alloc.ReleaseOrphanBlocks(ctx, a.cluster.NodeGone); err != nil {
+		errs = append(errs, fmt.Errorf("release blocks of deleted nodes: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// forget drops the workloads of handles GC released (pods deleted without
+// a CNI DEL): a pinned workload would keep the old pod's /32 and veth,
+// and once its address is handed out again the node would route it to
+// two veths. The next sync removes the veth.
+func (a *Agent) forget(handles []string) {
+	if len(handles) == 0 {
+		return
+	}
+	a.mu.Lock()
+	for _, h := range handles {
+		delete(a.pinned, h)
+		a.released[h] = time.Now()
+	}
+	a.mu.Unlock()
+	a.run.Poke()
 }
 
 // Ready reports whether the node is registered and one full sync has

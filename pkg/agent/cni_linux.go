@@ -23,9 +23,63 @@ func (a *Agent) ready() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.alloc == nil || !a.self.IP.IsValid() || a.done == 0 {
-		return cniserver.Errorf(cniserver.ReasonNotReady, "wren agent on node %s is still starting (waiting for the Kubernetes API)", a.cfg.NodeName)
+		return cniserver.Errorf(cniserver.ReasonNotReady, "node %s is still starting (waiting for the Kubernetes API)", a.cfg.NodeName)
 	}
 	return nil
+}
+
+// What a CNI command cannot do without the Kubernetes API, for messages.
+const (
+	whatAdd   = "record the pod's address"
+	whatDel   = "release the pod's address"
+	whatCheck = "look up the pod's address"
+)
+
+// apiAvailable fails fast while the API server is known to be
+// unreachable: the request would only wait for connections that are
+// refused or time out, and the runtime retries on "try again later".
+func (a *Agent) apiAvailable(what string) error {
+	if _, _, down := a.cluster.APIDown(); down {
+		return a.apiUnavailable(what, nil)
+	}
+	return nil
+}
+
+// apiError frames err for the runtime if it says that the API server
+// cannot be reached or does not serve now (ipam.ErrUnavailable), else
+// returns nil.
+func (a *Agent) apiError(what string, err error) error {
+	if !errors.Is(err, ipam.ErrUnavailable) {
+		return nil
+	}
+	return a.apiUnavailable(what, err)
+}
+
+// apiUnavailable is the CNI error (code 11, try again later) for a
+// request that needs the API server while it is unavailable. It names the
+// server, since when and why it is unreachable, and what this node cannot
+// do meanwhile; the agent itself is fine, so nothing blames it:
+//
+//	the Kubernetes API server https://198.18.0.2:6443 is unreachable (since 12:01:02: dial tcp 198.18.0.2:6443: connect: connection refused); node-1 cannot record the pod's address until it returns; the runtime will retry
+//
+// cause is the request's own error, if it made one.
+func (a *Agent) apiUnavailable(what string, cause error) error {
+	since, last, down := a.cluster.APIDown()
+	if cause == nil {
+		cause = last
+	}
+	if cause == nil {
+		cause = errors.New("no answer")
+	}
+	if down {
+		return cniserver.Errorf(cniserver.ReasonAPIUnavailable,
+			"the Kubernetes API server %s is unreachable (since %s: %w); %s cannot %s until it returns; the runtime will retry",
+			a.cluster.APIServer(), since.Format(time.TimeOnly), cause, a.cfg.NodeName, what)
+	}
+	// Reachable but not serving (429 while it sheds load, 503).
+	return cniserver.Errorf(cniserver.ReasonAPIUnavailable,
+		"the Kubernetes API server %s is not serving requests now (%w); %s cannot %s until it does; the runtime will retry",
+		a.cluster.APIServer(), cause, a.cfg.NodeName, what)
 }
 
 // Add allocates the pod's address, builds its veth pair and programs its
@@ -38,6 +92,9 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	if req.Namespace == "" || req.Name == "" {
 		return cniserver.Result{}, cniserver.Errorf(cniserver.ReasonInvalidArgument, "container %s: K8S_POD_NAMESPACE and K8S_POD_NAME are required", req.ContainerID)
 	}
+	if err := a.apiAvailable(whatAdd); err != nil {
+		return cniserver.Result{}, err
+	}
 	podNS, err := netns.GetFromPath(req.NetNS)
 	if err != nil {
 		return cniserver.Result{}, cniserver.Errorf(cniserver.ReasonInvalidNetNS, "pod %s: open netns %s: %v", req.Key(), req.NetNS, err)
@@ -45,6 +102,9 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	defer podNS.Close()
 	r, err := a.alloc.Allocate(ctx, ipam.Request{Namespace: req.Namespace, Pod: req.Name, ContainerID: req.ContainerID})
 	if err != nil {
+		if aerr := a.apiError(whatAdd, err); aerr != nil {
+			return cniserver.Result{}, aerr
+		}
 		return cniserver.Result{}, fmt.Errorf("pod %s: %w", req.Key(), err)
 	}
 	a.mu.Lock()
@@ -107,7 +167,12 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 	if err := a.ready(); err != nil {
 		return err
 	}
-	al, ok, err := a.findContainer(ctx, req.ContainerID)
+	// Nothing is torn down while the address cannot be released: the
+	// runtime retries DEL, and the pod keeps its veth until then.
+	if err := a.apiAvailable(whatDel); err != nil {
+		return err
+	}
+	al, ok, err := a.findContainer(ctx, req.ContainerID, whatDel)
 	if err != nil {
 		return err
 	}
@@ -124,6 +189,9 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
 	if err := a.alloc.Release(ctx, al.Handle); err != nil {
+		if aerr := a.apiError(whatDel, err); aerr != nil {
+			return aerr
+		}
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
 	a.run.Poke()
@@ -151,7 +219,7 @@ func (a *Agent) Check(ctx context.Context, req cniserver.CheckRequest) error {
 	if err := a.ready(); err != nil {
 		return err
 	}
-	al, ok, err := a.findContainer(ctx, req.ContainerID)
+	al, ok, err := a.findContainer(ctx, req.ContainerID, whatCheck)
 	if err != nil {
 		return err
 	}
@@ -168,10 +236,14 @@ func (a *Agent) Check(ctx context.Context, req cniserver.CheckRequest) error {
 	return nil
 }
 
-// findContainer finds this node's allocation for a container ID.
-func (a *Agent) findContainer(ctx context.Context, id string) (ipam.Allocation, bool, error) {
+// findContainer finds this node's allocation for a container ID (what
+// the caller needs it for goes into the error).
+func (a *Agent) findContainer(ctx context.Context, id, what string) (ipam.Allocation, bool, error) {
 	al, ok, err := a.alloc.Find(ctx, func(al ipam.Allocation) bool { return al.ContainerID == id })
 	if err != nil {
+		if aerr := a.apiError(what, err); aerr != nil {
+			return ipam.Allocation{}, false, aerr
+		}
 		return ipam.Allocation{}, false, cniserver.Errorf(cniserver.ReasonNotReady, "look up container %s in IPAM: %v", id, err)
 	}
 	return al, ok, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -46,6 +48,10 @@ type View struct {
 	cache cache.Cache
 	store *IPAMStore
 	log   *slog.Logger
+	// health tracks whether the API server answers (apihealth.go); host
+	// names it in messages.
+	health *apiHealth
+	host   string
 
 	mu     sync.Mutex
 	warned map[string]bool // object/reason/message already reported
@@ -63,12 +69,26 @@ type ViewOption func(*View)
 func WithNamespace(ns string) ViewOption { return func(v *View) { v.ns = ns } }
 
 // NewView connects to the API; Start begins the watches.
+//
+// Every request the View makes (informers' lists and watches, IPAM
+// writes, Node patches) goes through a transport that tells apiHealth how
+// it went, so the View knows when the API server is lost and when it is
+// back (APIDown), and logs each transition once.
 func NewView(cfg *rest.Config, node string, logger *slog.Logger, opts ...ViewOption) (*View, error) {
 	v := &View{node: node, ns: DefaultNamespace}
 	for _, o := range opts {
 		o(v)
 	}
 	cfg = withRate(cfg)
+	v.log = logger.With("component", "cluster")
+	v.host = serverURL(cfg)
+	probe, err := readyzProbe(cfg)
+	if err != nil {
+		return nil, err
+	}
+	v.health = newAPIHealth(v.host, v.log, probe)
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return roundTripper{rt: rt, h: v.health} })
 	c, err := NewClient(cfg)
 	if err != nil {
 		return nil, err
@@ -81,13 +101,13 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger, opts ...ViewOpt
 			// Only the agent's namespace: BGP passwords.
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{v.ns: {}}},
 		},
+		DefaultWatchErrorHandler: v.health.watchErrorHandler,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
 	v.cfg, v.c, v.cache = cfg, c, ca
 	v.store = NewIPAMStore(c, logger).WithCache(ca)
-	v.log = logger.With("component", "cluster")
 	v.warned = map[string]bool{}
 	return v, nil
 }
@@ -109,6 +129,7 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 			return err
 		}
 	}
+	go v.health.run(ctx)
 	go func() {
 		if err := v.cache.Start(ctx); err != nil {
 			v.log.Error("informers stopped", "err", err)
@@ -345,8 +366,20 @@ func (v *View) Blocks() ([]ipam.Block, error) {
 	return out, nil
 }
 
-// IPAMStore is the API-backed store the allocator writes through.
-func (v *View) IPAMStore() ipam.Store { return v.store }
+// IPAMStore is the API-backed store the allocator writes through. Its
+// errors carry ipam.ErrUnavailable when the API server cannot be reached.
+func (v *View) IPAMStore() ipam.Store {
+	return unavailableStore{s: v.store, h: v.health, timeout: apiCallTimeout}
+}
+
+// APIServer names the Kubernetes API server the View talks to, as a URL
+// (https://198.18.0.2:6443), for messages.
+func (v *View) APIServer() string { return v.host }
+
+// APIDown reports whether the Kubernetes API server is unreachable, since
+// when, and the latest error that said so. It never blocks: it reads what
+// the View's requests and its /readyz probe last found.
+func (v *View) APIDown() (since time.Time, err error, down bool) { return v.health.state() }
 
 // PublishNode merges annotations into the Node and marks its network
 // available (condition NetworkUnavailable=False, as Calico does).
@@ -373,11 +406,38 @@ func (v *View) PublishNode(ctx context.Context, name string, annotations map[str
 	return nil
 }
 
-// PodExists reports whether a pod on this node exists. When unsure (a
-// cache error), it says yes: GC must never free a live pod's address.
-func (v *View) PodExists(namespace, name string) bool {
-	err := v.cache.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: name}, &corev1.Pod{})
-	return !apierrors.IsNotFound(err)
+// PodGone reports whether a pod does not exist, for address GC. Only the
+// API server itself can say so: the informer cache may not show a pod
+// created a moment ago (after an API outage client-go's reflectors back
+// off for up to a minute, and a restarted API server answers 429 for a
+// while), and a GC that trusted it freed a live pod's address. So a pod
+// the cache shows exists; one it does not show is looked up with an
+// uncached GET, and only NotFound means gone. Any other answer or error
+// (the API server is unreachable) means keep: the next run decides.
+func (v *View) PodGone(ctx context.Context, namespace, name string) bool {
+	return v.gone(ctx, corev1.SchemeGroupVersion.WithKind("Pod"), &corev1.Pod{}, client.ObjectKey{Namespace: namespace, Name: name})
+}
+
+// NodeGone reports whether a Node does not exist, for the release of its
+// blocks; like PodGone, only an uncached GET answering NotFound says so.
+func (v *View) NodeGone(ctx context.Context, name string) bool {
+	return v.gone(ctx, corev1.SchemeGroupVersion.WithKind("Node"), &corev1.Node{}, client.ObjectKey{Name: name})
+}
+
+func (v *View) gone(ctx context.Context, gvk schema.GroupVersionKind, cached client.Object, key client.ObjectKey) bool {
+	if err := v.cache.Get(ctx, key, cached); err == nil {
+		return false
+	}
+	// Metadata is all the question needs.
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+	defer cancel()
+	err := v.c.Get(ctx, key, m)
+	if err != nil && !apierrors.IsNotFound(err) {
+		v.log.Debug("cannot confirm that an object is gone; keeping what it holds", "kind", gvk.Kind, "name", key.String(), "err", err)
+	}
+	return apierrors.IsNotFound(err)
 }
 
 // Warn logs a problem with an object and records a Warning Event on it,

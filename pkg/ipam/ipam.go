@@ -470,6 +470,11 @@ func (a *Allocator) Find(ctx context.Context, match func(Allocation) bool) (Allo
 // ReleaseEmptyBlocks releases this node's blocks that have been empty for
 // the grace period, and stamps newly empty ones. It returns the released
 // CIDRs. Conflicts are skipped (the next run sees fresh state).
+//
+// It reads the blocks from the store itself, never a cache, and every
+// stamp and delete is conditional on the version read: an allocation made
+// after the read changes the version, so the delete fails with a conflict
+// instead of freeing a block that is in use again.
 func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context) ([]netip.Prefix, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -509,24 +514,34 @@ func (a *Allocator) ReleaseEmptyBlocks(ctx context.Context) ([]netip.Prefix, err
 }
 
 // GC releases pod addresses allocated for this node whose pod no longer
-// exists (podExists reports it; node addresses with a custom handle are
-// kept). It returns the released handles.
-func (a *Allocator) GC(ctx context.Context, podExists func(namespace, pod string) bool) ([]string, error) {
+// exists (node addresses with a custom handle are kept). It returns the
+// released handles.
+//
+// The blocks come from the store itself; gone decides for each pod and
+// must answer true only when the source of truth says the pod does not
+// exist (in the agent: an uncached GET that answered NotFound), never from
+// a cache: a cache that has not caught up with a pod created a moment ago
+// (an informer backing off after an API outage) would free a live pod's
+// address, and the next pod would get it too. When unsure, gone says
+// false and the address waits for the next run. Releases are by handle
+// (which holds the container ID), so a pod of the same name created after
+// the check keeps its own address.
+func (a *Allocator) GC(ctx context.Context, gone func(ctx context.Context, namespace, pod string) bool) ([]string, error) {
 	blocks, err := a.store.ListBlocks(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list blocks: %w", err)
 	}
-	var gone []string
+	var candidates []string
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			if al.Node == a.cfg.Node && al.Pod != "" && !podExists(al.Namespace, al.Pod) {
-				gone = append(gone, al.Handle)
+			if al.Node == a.cfg.Node && al.Pod != "" && gone(ctx, al.Namespace, al.Pod) {
+				candidates = append(candidates, al.Handle)
 			}
 		}
 	}
 	var errs []error
 	var released []string
-	for _, h := range gone {
+	for _, h := range candidates {
 		if err := a.Release(ctx, h); err != nil {
 			errs = append(errs, err)
 			continue
@@ -537,24 +552,55 @@ func (a *Allocator) GC(ctx context.Context, podExists func(namespace, pod string
 	return released, errors.Join(errs...)
 }
 
-// ReleaseOrphanBlocks deletes blocks whose affinity node no longer exists
-// (nodeExists reports it). The node's pods went with it, so its blocks
-// and any addresses in them are free again. Any agent may run it: the
-// delete is conditional on the version read, so two agents never both
-// act on a changed block.
-func (a *Allocator) ReleaseOrphanBlocks(ctx context.Context, nodeExists func(string) bool) ([]netip.Prefix, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+// ReleaseOrphanBlocks deletes blocks whose affinity node no longer exists.
+// The node's pods went with it, so its blocks and any addresses in them
+// are free again; a block from which a pod on another, live node borrowed
+// an address stays. Any agent may run it: the delete is conditional on the
+// version read, so two agents never both act on a changed block.
+//
+// The blocks come from the store itself; gone must answer true only when
+// the source of truth says the node does not exist (an uncached GET that
+// answered NotFound), never from a cache that may not show a node that
+// joined a moment ago.
+func (a *Allocator) ReleaseOrphanBlocks(ctx context.Context, gone func(ctx context.Context, node string) bool) ([]netip.Prefix, error) {
 	blocks, err := a.store.ListBlocks(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list blocks: %w", err)
 	}
-	var released []netip.Prefix
-	var errs []error
+	// One answer per node: a node with many blocks is asked about once.
+	answers := map[string]bool{}
+	isGone := func(n string) bool {
+		g, ok := answers[n]
+		if !ok {
+			g = gone(ctx, n)
+			answers[n] = g
+		}
+		return g
+	}
+	var orphans []Block
 	for _, b := range blocks {
-		if b.Affinity == "" || nodeExists(b.Affinity) {
+		if b.Affinity == "" || b.Affinity == a.cfg.Node || !isGone(b.Affinity) {
 			continue
 		}
+		// Addresses borrowed from the block by pods of nodes that still
+		// exist are in use: deleting the block would hand them out again.
+		if slices.ContainsFunc(b.Allocations, func(al Allocation) bool {
+			return al.Node != "" && al.Node != b.Affinity && !isGone(al.Node)
+		}) {
+			continue
+		}
+		orphans = append(orphans, b)
+	}
+	if len(orphans) == 0 {
+		return nil, nil
+	}
+	// The questions above were asked without the lock (CNI requests need
+	// it); the deletes below are conditional on the versions listed.
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var released []netip.Prefix
+	var errs []error
+	for _, b := range orphans {
 		if err := a.store.DeleteBlock(ctx, b); err != nil {
 			if !retryable(err) {
 				errs = append(errs, fmt.Errorf("release block %s of deleted node %s: %w", b.CIDR, b.Affinity, err))

@@ -228,7 +228,11 @@ func TestGC(t *testing.T) {
 	a.Allocate(ctx, req("dead"))
 	a.Allocate(ctx, Request{Handle: "node/node-a/vxlan"})
 	b.Allocate(ctx, req("other-node-dead"))
-	rel, err := a.GC(ctx, func(ns, pod string) bool { return pod == "alive" })
+	var asked []string
+	rel, err := a.GC(ctx, func(_ context.Context, ns, pod string) bool {
+		asked = append(asked, ns+"/"+pod)
+		return pod != "alive"
+	})
 	if err != nil || len(rel) != 1 || rel[0] != "default/dead/c-dead" {
 		t.Fatalf("GC released %v, %v", rel, err)
 	}
@@ -242,21 +246,90 @@ func TestGC(t *testing.T) {
 	if len(handles) != 3 {
 		t.Fatalf("remaining handles %v", handles)
 	}
+	// Only this node's pods are asked about; node addresses never.
+	slices.Sort(asked)
+	if want := []string{"default/alive", "default/dead"}; !slices.Equal(asked, want) {
+		t.Errorf("GC asked about %v; want %v", asked, want)
+	}
 }
 
 // TestReleaseOrphanBlocks frees the blocks of a node that is gone and
-// keeps those of live nodes.
+// keeps those of live nodes, and a gone node's block from which a pod on a
+// live node borrowed an address. Each node is asked about once.
 func TestReleaseOrphanBlocks(t *testing.T) {
 	s := newMem(pool("default", "10.244.0.0/24", 26))
 	ctx := context.Background()
 	ra, _ := alloc(t, s, "node-a", nil).Allocate(ctx, req("a"))
 	rg, _ := alloc(t, s, "node-gone", nil).Allocate(ctx, req("g"))
-	rel, err := alloc(t, s, "node-a", nil).ReleaseOrphanBlocks(ctx, func(n string) bool { return n == "node-a" })
+	alloc(t, s, "node-gone", nil).Allocate(ctx, req("g2"))
+	rl, _ := alloc(t, s, "node-lender", nil).Allocate(ctx, req("l"))
+	// node-b borrows from node-lender's block (it has no block of its own).
+	lent, err := alloc(t, s, "node-b", nil).allocateIn(ctx, mustBlock(t, s, rl.Block.String()), req("borrowed"), "default/borrowed/c-borrowed", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := map[string]int{}
+	gone := func(_ context.Context, n string) bool {
+		asked[n]++
+		return n == "node-gone" || n == "node-lender"
+	}
+	rel, err := alloc(t, s, "node-a", nil).ReleaseOrphanBlocks(ctx, gone)
 	if err != nil || len(rel) != 1 || rel[0] != rg.Block {
 		t.Fatalf("released %v, %v; want only %s", rel, err, rg.Block)
 	}
 	if _, err := s.GetBlock(ctx, ra.Block); err != nil {
 		t.Fatalf("live node's block gone: %v", err)
+	}
+	if _, err := s.GetBlock(ctx, lent.Block); err != nil {
+		t.Fatalf("block %s holding node-b's borrowed %s released: %v", lent.Block, lent.IP, err)
+	}
+	for n, c := range asked {
+		if c != 1 {
+			t.Errorf("asked about %s %d times", n, c)
+		}
+	}
+	if asked["node-a"] != 0 {
+		t.Errorf("asked whether the allocator's own node exists")
+	}
+}
+
+// downStore fails every call with ErrUnavailable, as the API store does
+// while the API server is unreachable, and counts the calls.
+type downStore struct {
+	Store
+	calls int
+}
+
+func (d *downStore) ListPools(context.Context) ([]Pool, error) {
+	d.calls++
+	return nil, fmt.Errorf("list ippools: connection refused: %w", ErrUnavailable)
+}
+
+func (d *downStore) ListBlocks(context.Context) ([]Block, error) {
+	d.calls++
+	return nil, fmt.Errorf("list ipamblocks: connection refused: %w", ErrUnavailable)
+}
+
+// TestUnavailableStore: an unreachable store fails each operation at
+// once (no retry loop), with ErrUnavailable in the chain, and GC and
+// orphan release free nothing.
+func TestUnavailableStore(t *testing.T) {
+	ctx := context.Background()
+	d := &downStore{Store: newMem(pool("default", "10.244.0.0/24", 26))}
+	a := alloc(t, d, "node-a", nil)
+	if _, err := a.Allocate(ctx, req("p")); !errors.Is(err, ErrUnavailable) || d.calls != 1 {
+		t.Errorf("Allocate: %v after %d store calls; want ErrUnavailable after 1", err, d.calls)
+	}
+	d.calls = 0
+	if err := a.Release(ctx, "default/p/c-p"); !errors.Is(err, ErrUnavailable) || d.calls != 1 {
+		t.Errorf("Release: %v after %d store calls; want ErrUnavailable after 1", err, d.calls)
+	}
+	asked := false
+	if rel, err := a.GC(ctx, func(context.Context, string, string) bool { asked = true; return true }); !errors.Is(err, ErrUnavailable) || len(rel) != 0 || asked {
+		t.Errorf("GC: released %v, %v (asked: %v)", rel, err, asked)
+	}
+	if rel, err := a.ReleaseOrphanBlocks(ctx, func(context.Context, string) bool { asked = true; return true }); !errors.Is(err, ErrUnavailable) || len(rel) != 0 || asked {
+		t.Errorf("ReleaseOrphanBlocks: released %v, %v (asked: %v)", rel, err, asked)
 	}
 }
 
