@@ -15,8 +15,10 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netns"
+	"k8s.io/klog/v2"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
 	"github.com/wren-net/wren/pkg/agent"
@@ -52,6 +54,7 @@ func run() int {
 	flag.StringVar(&pool.VXLANMode, "default-ipv4-pool-vxlan", os.Getenv("WREN_IPV4POOL_VXLAN"), "vxlanMode of the default pool: Always | CrossSubnet | Never")
 	flag.StringVar(&pool.IPIPMode, "default-ipv4-pool-ipip", os.Getenv("WREN_IPV4POOL_IPIP"), "ipipMode of the default pool: Always | CrossSubnet | Never")
 	flag.BoolVar(&pool.NATOutgoing, "default-ipv4-pool-nat-outgoing", os.Getenv("WREN_IPV4POOL_NAT_OUTGOING") == "true", "natOutgoing of the default pool")
+	flag.DurationVar(&cfg.Housekeeping, "housekeeping-interval", envDuration("WREN_HOUSEKEEPING_INTERVAL", time.Minute), "period of IPAM housekeeping: empty blocks (after their grace period), addresses of deleted pods, blocks of deleted nodes")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -64,6 +67,8 @@ func run() int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
+	// client-go logs through klog: into the same handler, one format.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	if err := pool.Validate(); err != nil {
 		log.Error("wren-agent: bad default pool setting (WREN_IPV4POOL_* / --default-ipv4-pool-*)", "err", err)
 		return 1
@@ -103,6 +108,14 @@ func envOr(key, def string) string {
 func envInt(key string) int {
 	n, _ := strconv.Atoi(os.Getenv(key))
 	return n
+}
+
+// envDuration is the duration in environment variable key, or def.
+func envDuration(key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
+		return d
+	}
+	return def
 }
 
 func serve(cfg agent.Config, pool cluster.DefaultPool, kubeconfig, socket, health, namespace string) error {

@@ -74,9 +74,12 @@ type Config struct {
 	// BGP runs the node's BGP speaker (pkg/bgpspeaker) in the agent's
 	// network namespace: it advertises the node's blocks and routes the
 	// other nodes' blocks of pools without VXLAN from what it learns.
-	BGP    bool
-	Runner runner.Config
-	Logger *slog.Logger
+	BGP bool
+	// Housekeeping is the period of IPAM housekeeping (empty blocks,
+	// addresses of deleted pods, blocks of deleted nodes); default 1 min.
+	Housekeeping time.Duration
+	Runner       runner.Config
+	Logger       *slog.Logger
 }
 
 // Defaults fills unset fields.
@@ -86,6 +89,9 @@ func (c *Config) Defaults() {
 	}
 	if c.IfacePattern == "" {
 		c.IfacePattern = tunnel.DefaultIfacePattern
+	}
+	if c.Housekeeping == 0 {
+		c.Housekeeping = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -105,6 +111,9 @@ func (c Config) Validate() error {
 		// GoBGP's sockets are created on whatever thread runs them: in the
 		// agent's own namespace, not NetNS.
 		return errors.New("agent: BGP needs the agent to run inside the node's network namespace; it cannot be combined with NetNS")
+	}
+	if c.Housekeeping < time.Second {
+		return fmt.Errorf("agent: housekeeping interval %s is below 1s", c.Housekeeping)
 	}
 	if _, err := regexp.Compile(c.IfacePattern); err != nil {
 		return fmt.Errorf("agent: interface pattern: %w", err)
@@ -535,10 +544,10 @@ func (a *Agent) pruneReleased(blocks []ipam.Block, apiDown bool) map[string]bool
 	return cached
 }
 
-// housekeeping, once a minute: releases empty blocks after their grace
+// housekeeping, every Config.Housekeeping: releases empty blocks after their grace
 // period, addresses of deleted pods, and blocks of deleted nodes.
 func (a *Agent) housekeeping(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(a.cfg.Housekeeping)
 	defer t.Stop()
 	for {
 		select {
