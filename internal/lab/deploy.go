@@ -31,8 +31,12 @@ func (l *Lab) buildImages(ctx context.Context) error {
 	return nil
 }
 
-// overlayDir is the lab overlay of deploy/ in the repository.
-const overlayDir = "hack/lab/deploy"
+// overlayDir is the lab overlay of deploy/ in the repository, and
+// torBGPConfig the BGP configuration tor mode applies after the install.
+const (
+	overlayDir   = "hack/lab/deploy"
+	torBGPConfig = "hack/lab/deploy/tor-bgp.yaml"
+)
 
 // installWren installs Wren the way users do: kubectl apply -k of an
 // overlay of deploy/. The overlay generated in <State>/deploy sets the
@@ -43,6 +47,21 @@ const overlayDir = "hack/lab/deploy"
 // routers) and BIRD as those routers. It waits until the DaemonSet has
 // rolled out (every agent Ready).
 func (l *Lab) installWren(ctx context.Context) error {
+	if err := l.ApplyWren(ctx, l.Image("wren")); err != nil {
+		return err
+	}
+	if l.cfg.Mode == ModeTOR {
+		if err := l.torConfig(ctx); err != nil {
+			return err
+		}
+	}
+	return l.WaitRollout(ctx, "wren-system", "daemonset/wren-agent", 3*time.Minute)
+}
+
+// ApplyWren writes the generated overlay for the Wren image ref and runs
+// kubectl apply -k on it: the install, and an upgrade when ref is a new
+// image (the DaemonSet then rolls, one node at a time).
+func (l *Lab) ApplyWren(ctx context.Context, ref string) error {
 	dir := l.path("deploy")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -51,7 +70,7 @@ func (l *Lab) installWren(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	repo, tag, _ := strings.Cut(l.Image("wren"), ":")
+	repo, tag, _ := strings.Cut(ref, ":")
 	vxlan := "Never"
 	if l.cfg.Mode == ModeVXLAN {
 		vxlan = l.cfg.VXLANMode
@@ -77,19 +96,14 @@ patches:
 		return err
 	}
 	l.logf("    kubectl apply -k %s", dir)
-	if out, err := l.Kubectl(ctx, "apply", "-k", dir); err != nil {
+	out, err := l.Kubectl(ctx, "apply", "-k", dir)
+	if err != nil {
 		return err
-	} else {
-		for _, line := range strings.Split(out, "\n") {
-			l.logf("      %s", line)
-		}
 	}
-	if l.cfg.Mode == ModeTOR {
-		if err := l.torConfig(ctx); err != nil {
-			return err
-		}
+	for _, line := range strings.Split(out, "\n") {
+		l.logf("      %s", line)
 	}
-	return l.WaitRollout(ctx, "wren-system", "daemonset/wren-agent", 3*time.Minute)
+	return nil
 }
 
 // WaitRollout waits for kubectl rollout status of a workload.
@@ -110,26 +124,7 @@ func (l *Lab) torConfig(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	cfg := `apiVersion: wren.network/v1alpha1
-kind: BGPConfiguration
-metadata: {name: default}
-spec: {nodeToNodeMeshEnabled: false}
----
-apiVersion: wren.network/v1alpha1
-kind: BGPPeer
-metadata: {name: tor-r1}
-spec: {nodeSelector: "rack == 'r1'", peerIP: 198.18.0.1, asNumber: 65001}
----
-apiVersion: wren.network/v1alpha1
-kind: BGPPeer
-metadata: {name: tor-r2}
-spec: {nodeSelector: "rack == 'r2'", peerIP: 198.18.1.1, asNumber: 65001}
-`
-	p := l.path("deploy", "tor.yaml")
-	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	if _, err := l.Kubectl(ctx, "apply", "-f", p); err != nil {
+	if _, err := l.Kubectl(ctx, "apply", "-f", filepath.Join(l.cfg.Repo, torBGPConfig)); err != nil {
 		return err
 	}
 	l.logf("    BGPConfiguration: node mesh off; BGPPeers tor-r1 (198.18.0.1) and tor-r2 (198.18.1.1), AS 65001; node-N in AS 6451(2+N)")
@@ -181,6 +176,8 @@ spec:
         - maxSkew: 1
           topologyKey: kubernetes.io/hostname
           whenUnsatisfiable: DoNotSchedule
+          # A cordoned or not yet Ready node is no domain to balance.
+          nodeTaintsPolicy: Honor
           labelSelector: {matchLabels: {app: web}}
       containers:
         - name: web

@@ -130,6 +130,8 @@ type Lab struct {
 	images map[string]string // name -> ref of the images in the nodes
 	nodes  []int             // nodes brought up
 	waits  sync.WaitGroup    // reapers of the processes this Lab started
+
+	beforeKubelet func() error // AddNode's hook
 }
 
 // New returns a lab for cfg; nothing is started.
@@ -142,8 +144,12 @@ func New(cfg Config) (*Lab, error) {
 }
 
 // Open returns the lab recorded in state (for make lab-down, checks and
-// kubectl): mode, nodes, images and assets come from the state files.
+// kubectl): mode, nodes, images and assets come from the state files, and
+// so does the prefix when prefix is "".
 func Open(repo, state, prefix string, out io.Writer) (*Lab, error) {
+	if b, err := os.ReadFile(filepath.Join(state, "prefix")); err == nil && prefix == "" {
+		prefix = strings.TrimSpace(string(b))
+	}
 	cfg := Config{Repo: repo, State: state, Prefix: prefix, Out: out}
 	cfg.Defaults()
 	l := &Lab{cfg: cfg, images: map[string]string{}}
@@ -206,7 +212,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if ns := l.namespaces(); len(ns) > 0 {
 		return fmt.Errorf("lab: network namespaces %s exist; remove them first (make lab-down)", strings.Join(ns, " "))
 	}
-	if err := l.checkTools(); err != nil {
+	if err := l.CheckTools(); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -237,8 +243,8 @@ func (l *Lab) Up(ctx context.Context) error {
 	return nil
 }
 
-// checkTools makes sure the programs and files the lab runs exist.
-func (l *Lab) checkTools() error {
+// CheckTools makes sure the programs and files the lab runs exist.
+func (l *Lab) CheckTools() error {
 	var missing []string
 	for _, b := range []string{"ip", "nsenter", "unshare", "mount", "containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
 		if _, err := lookPath(b); err != nil {

@@ -73,14 +73,17 @@ func (l *Lab) startNodes(ctx context.Context) error {
 
 // AddNode brings up node n (network, containerd, kubelet) on a running
 // lab and waits until its Node is registered. Wren reaches it through
-// the DaemonSet.
-func (l *Lab) AddNode(ctx context.Context, n int) error {
+// the DaemonSet. beforeKubelet, if not nil, runs when the node is ready
+// but its kubelet not started yet (tests look at the node's files then).
+func (l *Lab) AddNode(ctx context.Context, n int, beforeKubelet func() error) error {
 	if n < 1 || n > 9 {
 		return fmt.Errorf("lab: node %d: 1 to 9 fit the address plan", n)
 	}
 	if err := l.nodeNetwork(ctx, n); err != nil {
 		return err
 	}
+	l.beforeKubelet = beforeKubelet
+	defer func() { l.beforeKubelet = nil }()
 	return l.startNode(ctx, n)
 }
 
@@ -110,6 +113,11 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 	}
 	for _, img := range []string{"pause", "busybox", "wren"} {
 		if err := l.importImage(ctx, n, img); err != nil {
+			return err
+		}
+	}
+	if l.beforeKubelet != nil {
+		if err := l.beforeKubelet(); err != nil {
 			return err
 		}
 	}
@@ -567,4 +575,34 @@ func killInMountNS(ino uint64) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// PodPID returns the pid of a process of the pod with this UID on node n
+// (found in the node's cgroups, where kubelet puts every pod in a
+// "pod<UID>" cgroup): /proc/<pid>/ns/net is the pod's network namespace,
+// reachable from the host without the API server.
+func (l *Lab) PodPID(n int, uid string) (int, error) {
+	root := filepath.Join("/sys/fs/cgroup/pids", l.CgroupName(n))
+	var pid int
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || pid != 0 {
+			return nil
+		}
+		if !strings.Contains(p, "/pod"+uid+"/") {
+			return nil
+		}
+		b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			pid, _ = strconv.Atoi(f[0])
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if pid == 0 {
+		return 0, fmt.Errorf("%s: no process in a cgroup of pod %s", nodeName(n), uid)
+	}
+	return pid, nil
 }
