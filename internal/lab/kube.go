@@ -5,7 +5,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 
@@ -44,23 +43,14 @@ func (l *Lab) RESTConfig() (*rest.Config, error) {
 	return l.dialInAPINS(cfg)
 }
 
-// RESTConfigFor returns cfg (e.g. a service account's token) dialing
-// inside the API namespace like RESTConfig.
+// dialInAPINS makes cfg dial inside the API namespace.
 func (l *Lab) dialInAPINS(cfg *rest.Config) (*rest.Config, error) {
 	h, err := netns.GetFromPath(netnsPath(l.APINS()))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", l.APINS(), err)
 	}
 	// The handle lives as long as the config may dial.
-	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := nsexec.Do(h, func() error {
-			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
+	cfg.Dial = nsexec.Dialer(h)
 	return cfg, nil
 }
 

@@ -126,10 +126,11 @@ func (c Config) Validate() error {
 type Lab struct {
 	cfg Config
 
-	mu     sync.Mutex
-	images map[string]string // name -> ref of the images in the nodes
-	nodes  []int             // nodes brought up
-	waits  sync.WaitGroup    // reapers of the processes this Lab started
+	mu       sync.Mutex
+	images   map[string]string // name -> ref of the images in the nodes
+	nodes    []int             // nodes brought up
+	archives []string          // images imported after Up (ImportImage)
+	waits    sync.WaitGroup    // reapers of the processes this Lab started
 
 	beforeKubelet func() error // AddNode's hook
 }

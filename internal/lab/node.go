@@ -112,7 +112,16 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 		return err
 	}
 	for _, img := range []string{"pause", "busybox", "wren"} {
-		if err := l.importImage(ctx, n, img); err != nil {
+		if err := l.importImage(ctx, n, l.path("images", img+".tar")); err != nil {
+			return err
+		}
+	}
+	// Images imported later (an upgrade) are on every node too.
+	l.mu.Lock()
+	extra := append([]string(nil), l.archives...)
+	l.mu.Unlock()
+	for _, a := range extra {
+		if err := l.importImage(ctx, n, a); err != nil {
 			return err
 		}
 	}
@@ -144,21 +153,27 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 	return nil
 }
 
-// importImage loads a lab image into node n's containerd (namespace
-// k8s.io, where the CRI looks). The OCI archive keeps its digest.
-func (l *Lab) importImage(ctx context.Context, n int, name string) error {
+// importImage loads an OCI archive (internal/image) into node n's
+// containerd (namespace k8s.io, where the CRI looks). The archive keeps
+// its digest.
+func (l *Lab) importImage(ctx context.Context, n int, archive string) error {
 	sock := filepath.Join(l.NodeDir(n), "run-containerd", "containerd.sock")
-	_, err := run(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", l.path("images", name+".tar"))
-	return err
+	if _, err := run(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); err != nil {
+		return fmt.Errorf("%s: %w", nodeName(n), err)
+	}
+	return nil
 }
 
 // ImportImage loads an OCI archive (internal/image) into every node's
-// containerd: for the tests' upgrade to a new image.
+// containerd, and into nodes added later: for an upgrade to a new image
+// (no registry is reachable).
 func (l *Lab) ImportImage(ctx context.Context, archive string) error {
+	l.mu.Lock()
+	l.archives = append(l.archives, archive)
+	l.mu.Unlock()
 	for _, n := range l.Nodes() {
-		sock := filepath.Join(l.NodeDir(n), "run-containerd", "containerd.sock")
-		if _, err := run(ctx, "ctr", "--address", sock, "-n", "k8s.io", "images", "import", archive); err != nil {
-			return fmt.Errorf("%s: %w", nodeName(n), err)
+		if err := l.importImage(ctx, n, archive); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -203,9 +218,10 @@ func (l *Lab) nodeFiles(n int) error {
 	if err := os.WriteFile(filepath.Join(dir, "cni-bin", "loopback"), lo, 0o755); err != nil {
 		return err
 	}
-	// Pods without cluster DNS get the node's resolv.conf; this one
-	// points at the pod's own loopback, so no lookup leaves the pod.
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+	// The node's /etc/resolv.conf (in its /etc overlay), which pods
+	// without cluster DNS get too, points at loopback: no name lookup of
+	// containerd, the kubelet or a pod leaves its namespace.
+	if err := os.WriteFile(filepath.Join(dir, "ovl", "etc", "upper", "resolv.conf"), []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "containerd.toml"), []byte(l.containerdConfig()), 0o644); err != nil {
@@ -264,7 +280,7 @@ cgroupsPerQOS: true
 failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
-resolvConf: %s
+resolvConf: /etc/resolv.conf
 clusterDomain: cluster.local
 healthzBindAddress: 127.0.0.1
 readOnlyPort: 0
@@ -272,7 +288,7 @@ volumePluginDir: /var/lib/kubelet/volume-plugins
 serializeImagePulls: false
 evictionHard: {memory.available: 100Mi, nodefs.available: 2%%, imagefs.available: 2%%}
 nodeStatusReportFrequency: 10s
-`, l.path("pki", "ca.crt"), l.CgroupName(n), filepath.Join(l.NodeDir(n), "resolv.conf"))
+`, l.path("pki", "ca.crt"), l.CgroupName(n))
 }
 
 // cgroupRoot creates node n's cgroup root in every hierarchy (kubelet's

@@ -3,7 +3,9 @@
 package nsexec
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"runtime"
 
 	"github.com/vishvananda/netns"
@@ -47,4 +49,21 @@ func Do(ns netns.NsHandle, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// Dialer returns a DialContext function whose connections are made
+// inside ns: each socket is created by a thread that joined ns and keeps
+// the namespace afterwards, so the caller's threads never move. For
+// HTTP transports and client-go configs that must reach addresses only
+// that namespace routes.
+func Dialer(ns netns.NsHandle) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := Do(ns, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	nstest "github.com/wren-net/wren/test/netns"
 )
 
 // pinger sends ICMP echo requests from inside one network namespace over
@@ -108,7 +110,7 @@ func (p *pinger) send(dst netip.Addr, seq uint16) error {
 	binary.BigEndian.PutUint16(pkt[4:], p.id)
 	binary.BigEndian.PutUint16(pkt[6:], seq)
 	binary.BigEndian.PutUint64(pkt[8:], uint64(time.Now().UnixNano()))
-	binary.BigEndian.PutUint16(pkt[2:], checksum(pkt[:]))
+	binary.BigEndian.PutUint16(pkt[2:], nstest.Checksum(pkt[:]))
 	if err := unix.Sendto(p.fd, pkt[:], 0, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
 		return fmt.Errorf("send echo request to %s: %w", dst, err)
 	}
@@ -162,19 +164,4 @@ func (p *pinger) isReply(b []byte, dst netip.Addr, first uint16) bool {
 	}
 	seq := binary.BigEndian.Uint16(icmp[6:])
 	return seq-first <= p.seq-first // wrap-safe: seq in [first, p.seq]
-}
-
-// checksum is the Internet checksum (RFC 1071).
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }
