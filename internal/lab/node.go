@@ -165,12 +165,21 @@ func (l *Lab) importImage(ctx context.Context, n int, archive string) error {
 }
 
 // ImportImage loads an OCI archive (internal/image) into every node's
-// containerd, and into nodes added later: for an upgrade to a new image
-// (no registry is reachable).
-func (l *Lab) ImportImage(ctx context.Context, archive string) error {
+// containerd, and into nodes added later (it keeps a copy in the state
+// directory): for an upgrade to a new image, since no registry is
+// reachable.
+func (l *Lab) ImportImage(ctx context.Context, src string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
 	l.mu.Lock()
+	archive := l.path("images", fmt.Sprintf("imported-%d.tar", len(l.archives)+1))
 	l.archives = append(l.archives, archive)
 	l.mu.Unlock()
+	if err := os.WriteFile(archive, b, 0o644); err != nil {
+		return err
+	}
 	for _, n := range l.Nodes() {
 		if err := l.importImage(ctx, n, archive); err != nil {
 			return err

@@ -260,8 +260,9 @@ func TestAgentAPIOutage(t *testing.T) {
 	}
 }
 
-// startAgentVia starts the node's agent with its API traffic through cfg
-// (an APIGate's) and logging to log, and waits until it is ready.
+// startAgentVia starts (or restarts) the node's agent with its API
+// traffic through cfg (the API server's, or an APIGate's) and logging to
+// log, and waits until it is ready.
 func (ac *agentCluster) startAgentVia(an *agentNode, cfg *rest.Config, log *slog.Logger) *wcluster.View {
 	t := ac.t
 	t.Helper()
@@ -277,8 +278,13 @@ func (ac *agentCluster) startAgentVia(an *agentNode, cfg *rest.Config, log *slog
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
+	stopped := false
 	an.a = a
 	an.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("agent %s: %v", an.name, err)

@@ -32,7 +32,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -343,68 +342,30 @@ func (ac *agentCluster) addBinaryPod(n *agentNode, p *agentProc, name string) (*
 	return ap, req
 }
 
-// routeWatch follows route updates in one namespace.
-type routeWatch struct {
-	ns      *nstest.NS
-	updates chan netlink.RouteUpdate
-	errs    chan error // receive errors; the subscription ends on the first
-}
+// routeWatch follows route updates in one namespace (nstest.RouteWatch,
+// failing the test instead of returning errors).
+type routeWatch struct{ *nstest.RouteWatch }
 
 // watchRoutes subscribes to route updates in ns until the test ends.
 func watchRoutes(t *testing.T, ns *nstest.NS) *routeWatch {
 	t.Helper()
-	w := &routeWatch{ns: ns, updates: make(chan netlink.RouteUpdate, 4096), errs: make(chan error, 1)}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	// The callback never touches t: it may run after the test, when
-	// closing done ends the subscription with an error.
-	onErr := func(err error) {
-		select {
-		case w.errs <- err:
-		default:
-		}
-	}
-	if err := netlink.RouteSubscribeWithOptions(w.updates, done, netlink.RouteSubscribeOptions{Namespace: &ns.Handle, ErrorCallback: onErr}); err != nil {
+	w, err := nstest.WatchRoutes(ns.Handle, ns.Name)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return w
+	t.Cleanup(w.Close)
+	return &routeWatch{w}
 }
 
-// deletions reads route updates until the deletion of a canary route it
-// adds and removes in the namespace (so every earlier update has been
-// read, and the subscription is proven live), and returns the deletions
-// of Wren's own routes (protocol routes.Protocol) it read before.
+// deletions returns the deletions of Wren's routes since the watch
+// started (or the previous call), proven complete by a canary route.
 func (w *routeWatch) deletions(t *testing.T) []string {
 	t.Helper()
-	const canary = "198.19.255.252/30"
-	w.ns.AddRoute(t, "blackhole", canary, "proto", "200")
-	w.ns.MustRun(t, "ip", "route", "del", "blackhole", canary, "proto", "200")
-	var dels []string
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case u, ok := <-w.updates:
-			if !ok {
-				var err error
-				select {
-				case err = <-w.errs:
-				default:
-				}
-				t.Fatalf("route watch on %s ended: %v", w.ns.Name, err)
-			}
-			if u.Type != unix.RTM_DELROUTE {
-				continue
-			}
-			if u.Protocol == 200 && u.Dst != nil && u.Dst.String() == canary {
-				return dels
-			}
-			if u.Protocol == routes.Protocol {
-				dels = append(dels, fmt.Sprintf("%s type %d oif %d gw %s", u.Dst, u.Route.Type, u.LinkIndex, u.Gw))
-			}
-		case <-timeout:
-			t.Fatalf("route watch on %s: the canary's deletion never arrived", w.ns.Name)
-		}
+	dels, err := w.Deletions(routes.Protocol)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return dels
 }
 
 // linkIndex returns the index of the named link in ns.

@@ -23,7 +23,6 @@ import (
 	wcluster "github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/cniserver"
-	"github.com/wren-net/wren/pkg/runner"
 	kubetest "github.com/wren-net/wren/test/kube"
 	nstest "github.com/wren-net/wren/test/netns"
 )
@@ -109,34 +108,8 @@ func (ac *agentCluster) newNode(name string, sw *nstest.Switch, addr string) *ag
 
 // startAgent starts (or restarts) the node's agent and waits until ready.
 func (ac *agentCluster) startAgent(an *agentNode) {
-	t := ac.t
-	t.Helper()
-	view, err := wcluster.NewView(ac.rc, an.name, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{NodeName: an.name, NodeIPMethod: "interface=eth0", NetNS: an.ns.Handle, Logger: quiet,
-		Runner: runner.Config{MinInterval: 50 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: time.Second}}, view)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	stopped := false
-	an.a = a
-	an.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent %s: %v", an.name, err)
-		}
-	}
-	t.Cleanup(an.stop)
-	nstest.Poll(t, 20*time.Second, "agent "+an.name+" ready", a.Ready)
+	ac.t.Helper()
+	ac.startAgentVia(an, ac.rc, quiet)
 }
 
 // addPod creates the Pod object and its namespace and runs CNI ADD.
