@@ -75,9 +75,11 @@ fmt:
 bench:
 	$(GO) test ./pkg/routes -run '^$$' -bench . -benchtime 3x
 
-# clean-netns deletes namespaces leaked by an interrupted test run: only
-# names starting with wrent-, which the test helpers use.
+# clean-netns removes what an interrupted test run leaked: the real-cluster
+# labs of test/cluster (state in /var/tmp/wrent-*, with their processes,
+# mounts and cgroups) and the namespaces named wrent-*.
 clean-netns:
+	for d in /var/tmp/wrent-*; do [ -f $$d/prefix ] && $(GO) run ./hack/lab down --state $$d; done; true
 	for ns in $$(ip netns list | awk '{print $$1}' | grep '^wrent-'); do ip netns del $$ns; done
 
 clean:

@@ -61,7 +61,7 @@ func upCluster(t testing.TB, mode, prefix string) *env {
 	ctx := context.Background()
 	repo := kubetest.RepoRoot(t)
 	assets := kubetest.AssetsDir(t)
-	cfg := lab.Config{Repo: repo, State: "/var/tmp/wren-test-" + mode, Prefix: prefix,
+	cfg := lab.Config{Repo: repo, State: "/var/tmp/" + strings.TrimSuffix(prefix, "-"), Prefix: prefix,
 		Mode: mode, Assets: assets, Out: lineWriter{t}}
 	l, err := lab.New(cfg)
 	if err != nil {
