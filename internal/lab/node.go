@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,7 +41,6 @@ var nodeBinds = [][2]string{
 	{"cni-bin", "/opt/cni/bin"},
 	{"cni-conf", "/etc/cni/net.d"},
 	{"rt_protos.d", "/etc/iproute2/rt_protos.d"},
-	{"tmp", "/tmp"},
 }
 
 // kernelTunables are the host-wide sysctls kubelet sets at start
@@ -101,7 +101,10 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 	if err := l.mountNamespace(ctx, n); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if err := l.start("containerd-"+name, l.inNode(n, "env", "TMPDIR=/tmp", "containerd", "--config", dir+"/containerd.toml")); err != nil {
+	// TMPDIR: the node's own temporary files stay in its directory (the
+	// host's /tmp stays visible in the node, like every host path).
+	tmp := "TMPDIR=" + filepath.Join(dir, "tmp")
+	if err := l.start("containerd-"+name, l.inNode(n, "env", tmp, "containerd", "--config", dir+"/containerd.toml")); err != nil {
 		return err
 	}
 	sock := filepath.Join(dir, "run-containerd", "containerd.sock")
@@ -130,7 +133,7 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 			return err
 		}
 	}
-	if err := l.start("kubelet-"+name, l.inNode(n, "env", "TMPDIR=/tmp", filepath.Join(l.cfg.Assets, "kubelet"),
+	if err := l.start("kubelet-"+name, l.inNode(n, "env", tmp, filepath.Join(l.cfg.Assets, "kubelet"),
 		"--config", dir+"/kubelet.yaml", "--kubeconfig", l.path("pki", name+".kubeconfig"),
 		"--hostname-override", name, "--node-ip", l.NodeIP(n),
 		"--node-labels", "rack="+l.nodeRack(n), "--v", "1")); err != nil {
@@ -203,7 +206,7 @@ func (l *Lab) nodeFiles(n int) error {
 			}
 		}
 	}
-	for _, d := range []string{"cg", "sysctl"} {
+	for _, d := range []string{"cg", "sysctl", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -451,13 +454,7 @@ func mountsUnder(dir string) []string {
 		}
 	}
 	// Deepest first, so unmounting in order works.
-	for i := 0; i < len(out); i++ {
-		for j := i + 1; j < len(out); j++ {
-			if len(out[j]) > len(out[i]) {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
 
