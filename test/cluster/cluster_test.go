@@ -143,21 +143,11 @@ func (e *env) kubectl(args ...string) string {
 	return out
 }
 
-// poll waits for cond with a deadline (nstest.Poll's 20 ms period is too
-// busy for kubectl calls, so this polls every 200 ms).
+// poll waits for cond with a deadline, every 200 ms (each try is an API
+// request or a command).
 func (e *env) poll(deadline time.Duration, what string, cond func() error) time.Duration {
 	e.t.Helper()
-	start := time.Now()
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > deadline {
-			e.t.Fatalf("%s: not within %s: %v", what, deadline, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return nstest.PollEvery(e.t, 200*time.Millisecond, deadline, what, cond)
 }
 
 // agentPods returns the wren-agent pods by node.

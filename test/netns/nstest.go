@@ -246,6 +246,13 @@ func (s *Switch) Attach(t testing.TB, node *NS, ifName, cidr string, mtu int) {
 // state, never for a fixed time.
 func Poll(t testing.TB, deadline time.Duration, what string, cond func() error) time.Duration {
 	t.Helper()
+	return PollEvery(t, 20*time.Millisecond, deadline, what, cond)
+}
+
+// PollEvery is Poll with another period, for conditions that cost a
+// request to the API server or a command.
+func PollEvery(t testing.TB, period, deadline time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
 	start := time.Now()
 	var err error
 	for {
@@ -255,7 +262,7 @@ func Poll(t testing.TB, deadline time.Duration, what string, cond func() error) 
 		if time.Since(start) > deadline {
 			t.Fatalf("%s: not within %s: %v", what, deadline, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(period)
 	}
 }
 
