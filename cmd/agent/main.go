@@ -53,7 +53,7 @@ func run() int {
 	flag.IntVar(&pool.BlockSize, "default-ipv4-pool-block-size", envInt("WREN_IPV4POOL_BLOCK_SIZE"), "blockSize of the default pool (0: 26)")
 	flag.StringVar(&pool.VXLANMode, "default-ipv4-pool-vxlan", os.Getenv("WREN_IPV4POOL_VXLAN"), "vxlanMode of the default pool: Always | CrossSubnet | Never")
 	flag.StringVar(&pool.IPIPMode, "default-ipv4-pool-ipip", os.Getenv("WREN_IPV4POOL_IPIP"), "ipipMode of the default pool: Always | CrossSubnet | Never")
-	flag.BoolVar(&pool.NATOutgoing, "default-ipv4-pool-nat-outgoing", os.Getenv("WREN_IPV4POOL_NAT_OUTGOING") == "true", "natOutgoing of the default pool")
+	flag.BoolVar(&pool.NATOutgoing, "default-ipv4-pool-nat-outgoing", envBool("WREN_IPV4POOL_NAT_OUTGOING"), "natOutgoing of the default pool")
 	flag.DurationVar(&cfg.Housekeeping, "housekeeping-interval", envDuration("WREN_HOUSEKEEPING_INTERVAL", time.Minute), "period of IPAM housekeeping: empty blocks (after their grace period), addresses of deleted pods, blocks of deleted nodes")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -69,6 +69,10 @@ func run() int {
 	cfg.Logger = log
 	// client-go logs through klog: into the same handler, one format.
 	klog.SetSlogLogger(log.With("component", "client-go"))
+	if err := errors.Join(envErrs...); err != nil {
+		log.Error("wren-agent: bad setting in the environment (the wren-config ConfigMap)", "err", err)
+		return 1
+	}
 	if err := pool.Validate(); err != nil {
 		log.Error("wren-agent: bad default pool setting (WREN_IPV4POOL_* / --default-ipv4-pool-*)", "err", err)
 		return 1
@@ -104,18 +108,49 @@ func envOr(key, def string) string {
 	return def
 }
 
-// envInt is the integer in environment variable key, or 0.
+// envErrs collects environment settings that do not parse; run refuses
+// to start with them (a typo must not silently become the default).
+var envErrs []error
+
+// envInt is the integer in environment variable key, or 0 if unset.
 func envInt(key string) int {
-	n, _ := strconv.Atoi(os.Getenv(key))
+	v := os.Getenv(key)
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("%s=%q is not an integer", key, v))
+	}
 	return n
 }
 
-// envDuration is the duration in environment variable key, or def.
-func envDuration(key string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(key)); err == nil {
-		return d
+// envBool is the boolean in environment variable key, or false if unset.
+func envBool(key string) bool {
+	v := os.Getenv(key)
+	if v == "" {
+		return false
 	}
-	return def
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("%s=%q is not true or false", key, v))
+	}
+	return b
+}
+
+// envDuration is the duration in environment variable key, or def if
+// unset.
+func envDuration(key string, def time.Duration) time.Duration {
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("%s=%q is not a duration such as 1m or 30s", key, v))
+		return def
+	}
+	return d
 }
 
 func serve(cfg agent.Config, pool cluster.DefaultPool, kubeconfig, socket, health, namespace string) error {
