@@ -13,6 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/wren-net/wren/internal/atomicfile"
 )
 
 // writeArchive names img by its digest, writes it as an OCI image layout
@@ -57,7 +59,7 @@ func writeArchive(img v1.Image, imgName, registry, outDir, work string) (Image, 
 		return Image{}, fmt.Errorf("write layout index: %w", err)
 	}
 	path := filepath.Join(outDir, imgName+".tar")
-	if err := writeFileAtomic(path, func(w io.Writer) error { return tarDir(w, dir) }); err != nil {
+	if err := atomicfile.Write(path, 0o644, func(w io.Writer) error { return tarDir(w, dir) }); err != nil {
 		return Image{}, err
 	}
 	return Image{Name: imgName, Ref: tag.Name(), Digest: d.String(), Path: path}, nil

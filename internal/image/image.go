@@ -13,7 +13,6 @@
 package image
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +25,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/wren-net/wren/internal/atomicfile"
 )
 
 // Names of the images Build can make, in the order it makes them.
@@ -210,38 +211,8 @@ func writeList(dir string, imgs []Image) error {
 	for _, im := range imgs {
 		fmt.Fprintf(&sb, "%s %s %s %s\n", im.Name, im.Ref, im.Digest, im.Path)
 	}
-	return writeFileAtomic(filepath.Join(dir, ListFile), func(w io.Writer) error {
+	return atomicfile.Write(filepath.Join(dir, ListFile), 0o644, func(w io.Writer) error {
 		_, err := io.WriteString(w, sb.String())
 		return err
 	})
-}
-
-// writeFileAtomic writes path (mode 0644) through a temporary file in the
-// same directory, so readers see the old file or the new one, never half.
-func writeFileAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer os.Remove(f.Name()) // no-op after the rename
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	return nil
 }

@@ -16,12 +16,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/wren-net/wren/internal/atomicfile"
 )
 
 // Config says where the files come from and where they go.
@@ -153,30 +156,8 @@ func installFile(src, dst string, mode fs.FileMode) (bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return false, fmt.Errorf("install %s: %w", dst, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename: ENOENT, ignored
-	if _, err := tmp.Write(want); err != nil {
-		tmp.Close()
-		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return false, fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return false, fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return false, fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	// rename(2) replaces dst atomically, even a running binary ("text file
-	// busy" applies only to opening it for writing).
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return false, fmt.Errorf("install %s: %w", dst, err)
+	if err := atomicfile.Write(dst, mode, func(w io.Writer) error { _, err := w.Write(want); return err }); err != nil {
+		return false, err
 	}
 	return true, nil
 }
