@@ -75,6 +75,12 @@ func (l *Lab) AllReachable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return firstUnanswered(pods, m)
+}
+
+// firstUnanswered names the first pair of the matrix m that did not
+// answer.
+func firstUnanswered(pods []Pod, m map[string]map[string]bool) error {
 	for _, s := range pods {
 		for _, d := range pods {
 			if s.Name != d.Name && !m[s.Name][d.Name] {
@@ -101,14 +107,7 @@ func (l *Lab) Check(ctx context.Context, w io.Writer) error {
 		if m, err = l.PingMatrix(ctx, pods); err != nil {
 			return err
 		}
-		for _, s := range pods {
-			for _, d := range pods {
-				if s.Name != d.Name && !m[s.Name][d.Name] {
-					return fmt.Errorf("%s does not reach %s", s.Name, d.Name)
-				}
-			}
-		}
-		return nil
+		return firstUnanswered(pods, m)
 	})
 	short := func(p Pod) string { return p.Name[strings.LastIndex(p.Name, "-")+1:] }
 	fmt.Fprintf(w, "\nWorkload pods (Deployment web):\n")

@@ -104,7 +104,7 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 	// TMPDIR: the node's own temporary files stay in its directory (the
 	// host's /tmp stays visible in the node, like every host path).
 	tmp := "TMPDIR=" + filepath.Join(dir, "tmp")
-	if err := l.start("containerd-"+name, l.inNode(n, "env", tmp, "containerd", "--config", dir+"/containerd.toml")); err != nil {
+	if err := l.start("containerd-"+name, l.InNode(n, "env", tmp, "containerd", "--config", dir+"/containerd.toml")); err != nil {
 		return err
 	}
 	sock := filepath.Join(dir, "run-containerd", "containerd.sock")
@@ -133,7 +133,7 @@ func (l *Lab) startNode(ctx context.Context, n int) error {
 			return err
 		}
 	}
-	if err := l.start("kubelet-"+name, l.inNode(n, "env", tmp, filepath.Join(l.cfg.Assets, "kubelet"),
+	if err := l.start("kubelet-"+name, l.InNode(n, "env", tmp, filepath.Join(l.cfg.Assets, "kubelet"),
 		"--config", dir+"/kubelet.yaml", "--kubeconfig", l.path("pki", name+".kubeconfig"),
 		"--hostname-override", name, "--node-ip", l.NodeIP(n),
 		"--node-labels", "rack="+l.nodeRack(n), "--v", "1")); err != nil {
@@ -399,7 +399,7 @@ func (l *Lab) mountNamespace(ctx context.Context, n int) error {
 	// it does not resolve the /var/run symlink). Last, because
 	// mount --move needs a parent that is not shared.
 	s.WriteString("mount --make-rshared /\n")
-	argv := inNetns(l.nodeNS(n), "unshare", "--mount="+l.mountNSFile(n), "--uts="+l.utsNSFile(n),
+	argv := inNetns(l.NodeNS(n), "unshare", "--mount="+l.mountNSFile(n), "--uts="+l.utsNSFile(n),
 		"--propagation", "slave", "--", "/bin/sh", "-c", s.String())
 	if _, err := run(ctx, argv[0], argv[1:]...); err != nil {
 		return fmt.Errorf("set up the mount namespace: %w", err)

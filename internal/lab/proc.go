@@ -40,10 +40,8 @@ func inNetns(ns string, argv ...string) []string {
 // InNode prefixes a command so it runs in node n's network, mount and
 // UTS namespaces, where its kubelet and containerd run (and so sees the
 // node's /opt/cni/bin, /etc/cni/net.d, /run/netns, /run/wren).
-func (l *Lab) InNode(n int, argv ...string) []string { return l.inNode(n, argv...) }
-
-func (l *Lab) inNode(n int, argv ...string) []string {
-	return append([]string{"nsenter", "--net=" + netnsPath(l.nodeNS(n)),
+func (l *Lab) InNode(n int, argv ...string) []string {
+	return append([]string{"nsenter", "--net=" + netnsPath(l.NodeNS(n)),
 		"--mount=" + l.mountNSFile(n), "--uts=" + l.utsNSFile(n), "--"}, argv...)
 }
 

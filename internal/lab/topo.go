@@ -15,8 +15,6 @@ func nodeName(n int) string { return fmt.Sprintf("node-%d", n) }
 // NodeNS is node n's network namespace.
 func (l *Lab) NodeNS(n int) string { return l.cfg.Prefix + nodeName(n) }
 
-func (l *Lab) nodeNS(n int) string { return l.NodeNS(n) }
-
 // APINS is the control plane's network namespace.
 func (l *Lab) APINS() string { return l.cfg.Prefix + "api" }
 
@@ -137,15 +135,15 @@ func (l *Lab) topology(ctx context.Context) error {
 
 // nodeNetwork makes node n's network namespace on its switch.
 func (l *Lab) nodeNetwork(ctx context.Context, n int) error {
-	if err := l.addNS(ctx, l.nodeNS(n)); err != nil {
+	if err := l.addNS(ctx, l.NodeNS(n)); err != nil {
 		return err
 	}
-	if err := l.plug(ctx, l.nodeNS(n), "eth0", l.nodeSwitch(n), nodeName(n), l.NodeIP(n)+"/24"); err != nil {
+	if err := l.plug(ctx, l.NodeNS(n), "eth0", l.nodeSwitch(n), nodeName(n), l.NodeIP(n)+"/24"); err != nil {
 		return err
 	}
 	// The default route also makes the node answer proxy ARP for the
 	// pods' gateway 169.254.1.1 (docs/dataplane.md).
-	_, err := run(ctx, "ip", "-n", l.nodeNS(n), "route", "add", "default", "via", l.nodeGW(n))
+	_, err := run(ctx, "ip", "-n", l.NodeNS(n), "route", "add", "default", "via", l.nodeGW(n))
 	return err
 }
 
