@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"slices"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
 )
 
 // Peer is the desired configuration of one BGP neighbour, keyed by Address.
@@ -50,6 +50,12 @@ type Peer struct {
 	// (RFC 4456), using ClusterID (dotted quad; empty means the router ID).
 	RouteReflectorClient bool
 	ClusterID            string
+	// MaxPrefixes cuts the session when the neighbour has sent more IPv4
+	// unicast prefixes than this (GoBGP's prefix limit: the session goes
+	// down with a Cease "maximum number of prefixes reached", RFC 4486,
+	// and stays down until the limit or the neighbour changes); 0 means no
+	// limit.
+	MaxPrefixes uint32
 }
 
 func (p Peer) key() string { return p.Address.String() }
@@ -87,11 +93,14 @@ func (p Peer) validate() error {
 // change with a new session: the AS (OPEN "My AS", RFC 4271 §4.2), the hold
 // time (negotiated in OPEN; GoBGP's UpdatePeer stores new timers but keeps
 // the negotiated hold time until the next session), the graceful-restart
-// capability (RFC 4724 §3), the MD5 password and the addresses and ports of
-// the connection, and which side connects. Route-reflector client and cluster
-// ID are not in OPEN, but GoBGP v3's UpdatePeer ignores them entirely, so they
-// need a reset too. TTL security and eBGP multihop are socket options GoBGP
-// updates on the live connection: those go through UpdatePeer.
+// capability (RFC 4724 §3), the MD5 password, the addresses and ports of
+// the connection and which side connects. TTL security and eBGP multihop
+// are socket options, but GoBGP v4's UpdatePeer re-creates the session for
+// them (its NeedsResendOpenMessage compares them), so they are listed here
+// too rather than left to a reset the caller did not ask for.
+// Route-reflector client and cluster ID are not in OPEN, but UpdatePeer
+// ignores them. A new prefix limit must re-create a session the old limit
+// cut off.
 func needsReset(old, new Peer) (bool, string) {
 	switch {
 	case old.AS != new.AS:
@@ -106,8 +115,14 @@ func needsReset(old, new Peer) (bool, string) {
 		return true, "password"
 	case old.Passive != new.Passive || old.Port != new.Port || old.LocalAddress != new.LocalAddress:
 		return true, "transport"
+	case old.TTLMin != new.TTLMin || old.EBGPMultihop != new.EBGPMultihop:
+		return true, "TTL"
 	case old.RouteReflectorClient != new.RouteReflectorClient || old.ClusterID != new.ClusterID:
 		return true, "route reflector"
+	case old.MaxPrefixes != new.MaxPrefixes:
+		// A peer cut off by the limit stays down until its session is
+		// re-created; raising the limit must bring it back.
+		return true, "prefix limit"
 	}
 	return false, ""
 }
@@ -116,9 +131,10 @@ func needsReset(old, new Peer) (bool, string) {
 // makes SetPeers re-create its session (and why).
 func NeedsReset(old, new Peer) (bool, string) { return needsReset(old, new) }
 
-// toAPI renders p as a GoBGP neighbour. The router ID is the default cluster
-// ID of a route reflector.
-func (p Peer) toAPI() *api.Peer {
+// toAPI renders p as a GoBGP neighbour of a speaker in localAS. The router
+// ID is the default cluster ID of a route reflector. Every enum is set:
+// GoBGP v4's zero values mean UNSPECIFIED.
+func (p Peer) toAPI(localAS uint32) *api.Peer {
 	connectRetry := p.ConnectRetrySeconds
 	if connectRetry == 0 {
 		connectRetry = 5
@@ -128,6 +144,8 @@ func (p Peer) toAPI() *api.Peer {
 			NeighborAddress: p.key(),
 			PeerAsn:         p.AS,
 			AuthPassword:    p.Password,
+			Type:            api.PeerType_PEER_TYPE_INTERNAL,
+			RemovePrivate:   api.RemovePrivate_REMOVE_PRIVATE_UNSPECIFIED, // there is no NONE: UNSPECIFIED keeps private ASes,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry:      uint64(connectRetry),
@@ -138,6 +156,9 @@ func (p Peer) toAPI() *api.Peer {
 			PassiveMode: p.Passive,
 			RemotePort:  uint32(p.Port),
 		},
+	}
+	if p.AS != localAS {
+		ap.Conf.Type = api.PeerType_PEER_TYPE_EXTERNAL
 	}
 	if p.LocalAddress.IsValid() {
 		ap.Transport.LocalAddress = p.LocalAddress.String()
@@ -168,6 +189,9 @@ func (p Peer) toAPI() *api.Peer {
 		// GoBGP advertises a family in the GR capability only when the
 		// family's MpGracefulRestart is enabled too.
 		afi.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+	}
+	if p.MaxPrefixes != 0 {
+		afi.PrefixLimits = &api.PrefixLimit{Family: ipv4Unicast, MaxPrefixes: p.MaxPrefixes}
 	}
 	ap.AfiSafis = []*api.AfiSafi{afi}
 	return ap
@@ -214,6 +238,7 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 			continue
 		}
 		delete(s.peers, addr)
+		s.feed.forget(addr)
 		s.log.Info("peer removed", "peer", addr)
 	}
 
@@ -222,7 +247,7 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 		old, running := s.peers[addr]
 		switch {
 		case !running:
-			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI()}); err != nil {
+			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI(s.cfg.AS)}); err != nil {
 				errs = append(errs, fmt.Errorf("add peer %s: %w", addr, err))
 				continue
 			}
@@ -236,14 +261,14 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 					continue
 				}
 				delete(s.peers, addr)
-				if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI()}); err != nil {
+				if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI(s.cfg.AS)}); err != nil {
 					errs = append(errs, fmt.Errorf("reset peer %s: add: %w", addr, err))
 					continue
 				}
 				s.log.Info("peer reset for config change", "peer", addr, "changed", why)
 				break
 			}
-			rsp, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: p.toAPI()})
+			rsp, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: p.toAPI(s.cfg.AS)})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("update peer %s: %w", addr, err))
 				continue
@@ -252,7 +277,7 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 				err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{
 					Address:   addr.String(),
 					Soft:      true,
-					Direction: api.ResetPeerRequest_IN,
+					Direction: api.ResetPeerRequest_DIRECTION_IN,
 				})
 				if err != nil {
 					errs = append(errs, fmt.Errorf("soft reset peer %s: %w", addr, err))

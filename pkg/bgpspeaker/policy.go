@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"slices"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
 )
 
 // Policy is what the speaker accepts from its peers and what it sends on.
@@ -73,9 +73,9 @@ func (s *Speaker) SetPolicy(ctx context.Context, p Policy) error {
 	for _, a := range []struct {
 		dir  api.PolicyDirection
 		name string
-	}{{api.PolicyDirection_IMPORT, names.importPolicy}, {api.PolicyDirection_EXPORT, names.exportPolicy}} {
+	}{{api.PolicyDirection_POLICY_DIRECTION_IMPORT, names.importPolicy}, {api.PolicyDirection_POLICY_DIRECTION_EXPORT, names.exportPolicy}} {
 		err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.name}}, DefaultAction: api.RouteAction_REJECT}})
+			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.name}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}})
 		if err != nil {
 			return fmt.Errorf("set policy: assign %s: %w", a.name, err)
 		}
@@ -87,7 +87,7 @@ func (s *Speaker) SetPolicy(ctx context.Context, p Policy) error {
 	// Re-evaluate what was received under the old policy, and re-send
 	// under the new export policy; no session is reset.
 	if len(s.peers) > 0 {
-		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_BOTH}); err != nil {
+		if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: "all", Soft: true, Direction: api.ResetPeerRequest_DIRECTION_BOTH}); err != nil {
 			return fmt.Errorf("set policy: soft reset: %w", err)
 		}
 	}
@@ -110,7 +110,7 @@ func policyNames(gen int) policySetNames {
 }
 
 func prefixSet(name string, ps []netip.Prefix, exact bool) *api.DefinedSet {
-	ds := &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name}
+	ds := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name}
 	for _, p := range ps {
 		maxLen := uint32(32)
 		if exact {
@@ -136,20 +136,20 @@ func (s *Speaker) addPolicies(ctx context.Context, n policySetNames, p Policy) e
 			return fmt.Errorf("add prefix set %s: %w", ds.Name, err)
 		}
 	}
-	accept := &api.Actions{RouteAction: api.RouteAction_ACCEPT}
-	reject := &api.Actions{RouteAction: api.RouteAction_REJECT}
+	accept := &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT}
+	reject := &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT}
 	local := &api.Statement{Name: n.importPolicy + "-local", Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}, Actions: accept}
 	imp := &api.Policy{Name: n.importPolicy, Statements: []*api.Statement{
 		local,
-		{Name: n.importPolicy + "-default", Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Name: n.defaultSet}}, Actions: reject},
+		{Name: n.importPolicy + "-default", Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: n.defaultSet}}, Actions: reject},
 	}}
 	if len(p.Reject) > 0 {
 		imp.Statements = append(imp.Statements, &api.Statement{Name: n.importPolicy + "-reject",
-			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Name: n.rejectSet}}, Actions: reject})
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: n.rejectSet}}, Actions: reject})
 	}
 	if len(p.Accept) > 0 {
 		imp.Statements = append(imp.Statements, &api.Statement{Name: n.importPolicy + "-accept",
-			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Name: n.acceptSet}}, Actions: accept})
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: n.acceptSet}}, Actions: accept})
 	}
 	exp := &api.Policy{Name: n.exportPolicy, Statements: []*api.Statement{
 		{Name: n.exportPolicy + "-local", Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL}, Actions: accept},
@@ -175,60 +175,8 @@ func (s *Speaker) deletePolicies(ctx context.Context, n policySetNames) {
 		}
 	}
 	for _, name := range []string{n.acceptSet, n.rejectSet, n.defaultSet} {
-		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name}, All: true}); err != nil {
+		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: name}, All: true}); err != nil {
 			s.log.Debug("delete old prefix set", "set", name, "err", err)
 		}
 	}
-}
-
-// Rejected counts, per peer, the IPv4 unicast prefixes it sent that the
-// import policy rejected. It walks each peer's Adj-RIB-In inside GoBGP's
-// management loop: for the debug API and tests, never a hot path.
-func (s *Speaker) Rejected(ctx context.Context) (map[netip.Addr]int, error) {
-	s.mu.Lock()
-	peers := make([]netip.Addr, 0, len(s.peers))
-	for a := range s.peers {
-		peers = append(peers, a)
-	}
-	s.mu.Unlock()
-	out := make(map[netip.Addr]int, len(peers))
-	for _, a := range peers {
-		n := 0
-		err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: a.String(), Family: ipv4Unicast, EnableFiltered: true},
-			func(d *api.Destination) {
-				for _, p := range d.GetPaths() {
-					if p.GetFiltered() {
-						n++
-					}
-				}
-			})
-		if err != nil {
-			return nil, fmt.Errorf("list paths from %s: %w", a, err)
-		}
-		out[a] = n
-	}
-	return out, nil
-}
-
-// AdjIn returns the IPv4 unicast prefixes a peer sent that the import
-// policy accepted. Like Rejected it walks the peer's Adj-RIB-In inside
-// GoBGP's management loop: the agent calls it only while sessions are
-// being reshaped.
-func (s *Speaker) AdjIn(ctx context.Context, peer netip.Addr) (map[netip.Prefix]bool, error) {
-	out := map[netip.Prefix]bool{}
-	err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: peer.String(), Family: ipv4Unicast, EnableFiltered: true},
-		func(d *api.Destination) {
-			for _, p := range d.GetPaths() {
-				if p.GetFiltered() || p.GetIsWithdraw() {
-					continue
-				}
-				if pfx, err := netip.ParsePrefix(d.GetPrefix()); err == nil {
-					out[pfx.Masked()] = true
-				}
-			}
-		})
-	if err != nil {
-		return nil, fmt.Errorf("list paths from %s: %w", peer, err)
-	}
-	return out, nil
 }

@@ -334,15 +334,23 @@ func TestSetPeersIdempotentUpdateRemove(t *testing.T) {
 	})
 	t.Logf("timer change -> re-established with new timers: %s", time.Since(start))
 
-	// TTL security is applied in place: no new session.
+	// Every field of Peer is in OPEN or re-creates the session in GoBGP
+	// v4 (TTL security included); the same Peer again changes nothing.
 	cur, _ := peerStatus(t, p.b, addrA)
+	if reset, why := NeedsReset(changed, Peer{}); !reset {
+		t.Fatalf("NeedsReset(changed, zero) = false (%s)", why)
+	}
 	ttl := changed
 	ttl.TTLMin = 1
-	if err := p.b.SetPeers(ctx, []Peer{ttl}); err != nil {
-		t.Fatalf("set ttl security: %v", err)
+	if reset, _ := NeedsReset(changed, ttl); !reset {
+		t.Error("a TTL security change does not count as a reset, but GoBGP v4 re-creates the session for it")
+	}
+	same := changed
+	if err := p.b.SetPeers(ctx, []Peer{same}); err != nil {
+		t.Fatalf("set the same peer: %v", err)
 	}
 	if ps := waitEstablished(t, p.b, addrA); !ps.Since.Equal(cur.Since) {
-		t.Errorf("TTL change reset the session: since %s -> %s", cur.Since, ps.Since)
+		t.Errorf("an unchanged peer reset the session: since %s -> %s", cur.Since, ps.Since)
 	}
 
 	// Remove the peer on B: B has no peer any more, A's session goes down.
