@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
-	"k8s.io/klog/v2"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
 	"github.com/wren-net/wren/pkg/agent"
@@ -67,8 +66,8 @@ func run() int {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
-	// client-go logs through klog: into the same handler, one format.
-	klog.SetSlogLogger(log.With("component", "client-go"))
+	// client-go (klog) and controller-runtime: into the same handler.
+	cluster.RouteLogs(log)
 	if err := errors.Join(envErrs...); err != nil {
 		log.Error("wren-agent: bad setting in the environment (the wren-config ConfigMap)", "err", err)
 		return 1

@@ -411,18 +411,20 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		return err
 	}
 	in := Inputs{Self: self.Node, Nodes: peers, Pools: pools, Blocks: blocks, HostMTU: mtu, Uplink: uplink}
+	// Labels (the route-reflector label) from the cache, the address as
+	// this agent detected it.
+	me := self
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			me.Labels, me.Annotations = n.Labels, n.Annotations
+		}
+	}
+	var bgpCfg model.BGPConfig
 	if a.bgp != nil {
-		// Labels (the route-reflector label) from the cache, the address
-		// as this agent detected it.
-		me := self
-		for _, n := range nodes {
-			if n.Name == a.cfg.NodeName {
-				me.Labels, me.Annotations = n.Labels, n.Annotations
-			}
+		if bgpCfg, err = a.cluster.BGPConfig(); err != nil {
+			return err
 		}
-		if err := a.bgpInputs(ctx, &in, me, nodes); err != nil {
-			errs = append(errs, err)
-		}
+		a.bgpInputs(&in, nodes, bgpCfg)
 	}
 	podMTU := mtu
 	if d, _ := Build(in); d.PodMTU != 0 {
@@ -452,7 +454,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.routes.Set(d.Routes)
 	errs = append(errs, a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
 	if a.bgp != nil {
+		// Paths before peers: the node's advertisements are in place
+		// before any session is added or changed.
 		errs = append(errs, a.bgp.speaker.SetAdvertisements(ctx, d.Advertise, self.IP.Addr()))
+		errs = append(errs, a.applyBGP(ctx, in, me, nodes, bgpCfg))
 	}
 	a.checkPeers()
 	return errors.Join(errs...)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/wren-net/wren/pkg/bgpsession"
 	"github.com/wren-net/wren/pkg/bgpspeaker"
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
@@ -16,48 +16,30 @@ import (
 	"github.com/wren-net/wren/pkg/selector"
 )
 
-// BGP timing of the agent.
-const (
-	// DefaultRestartTime is the graceful-restart time (RFC 4724) offered
-	// to peers unless the BGPConfiguration or BGPPeer sets one: how long
-	// they keep this node's routes while its agent restarts.
-	DefaultRestartTime = 120 * time.Second
-	// startupHold bounds how long a starting agent keeps the kernel
-	// routes of its previous run while its sessions come up.
-	startupHold = 60 * time.Second
-	// settleAfter is how long every session must have been established
-	// before BGP counts as converged (the peers send their tables right
-	// after the session opens; End-of-RIB is not visible through the
-	// speaker).
-	settleAfter = 2 * time.Second
-	// reshapeHold bounds make-before-break: sessions the topology no
-	// longer wants, and the routes learned through them, stay at most
-	// this long while the new sessions come up.
-	reshapeHold = 30 * time.Second
-)
+// DefaultRestartTime is the graceful-restart time (RFC 4724) offered to
+// peers unless the BGPConfiguration or BGPPeer sets one: how long they keep
+// this node's routes while its agent restarts, and how long a starting
+// agent keeps its previous run's routes for a session that has not sent
+// End-of-RIB.
+const DefaultRestartTime = bgpsession.DefaultRestartTime
 
 // bgpState is the loop's BGP state; only the loop touches it.
 type bgpState struct {
-	speaker  *bgpspeaker.Speaker
-	hold     *routeHold
-	starting bool                            // the startup window is open
-	wanted   map[netip.Addr]model.BGPSession // last desired sessions
-	retiring map[netip.Addr]retiring         // no longer wanted, kept until the new ones are up
-	applied  map[netip.Addr]bgpspeaker.Peer  // last SetPeers input
-	resetAt  map[netip.Addr]time.Time        // when SetPeers last (re)created the session
+	speaker *bgpspeaker.Speaker
+	ctl     *bgpsession.Controller
+	holding bool // the controller's window as the last Merge saw it
 
 	wake   *time.Timer // pokes the loop at wakeAt: the next time-driven BGP step
 	wakeAt time.Time
 }
 
 // wakeBy makes the loop run again no later than t (one timer, set to the
-// earliest pending time): when a hold window or a held route runs out,
-// or an established session has been up for settleAfter. Everything else
-// BGP does (routes, session states) pokes the loop through the speaker.
+// earliest pending time). Everything else BGP does (routes, session
+// states, End-of-RIB) pokes the loop through the speaker.
 func (a *Agent) wakeBy(t time.Time) {
 	b := a.bgp
-	if b.wakeAt.After(time.Now()) && !t.Before(b.wakeAt) {
-		return // an earlier wake-up is pending
+	if t.IsZero() || b.wakeAt.After(time.Now()) && !t.Before(b.wakeAt) {
+		return // nothing to wait for, or an earlier wake-up is pending
 	}
 	b.wakeAt = t
 	if b.wake == nil {
@@ -67,15 +49,10 @@ func (a *Agent) wakeBy(t time.Time) {
 	b.wake.Reset(time.Until(t))
 }
 
-type retiring struct {
-	s     model.BGPSession
-	until time.Time
-}
-
 // startBGP starts the speaker with the node's router ID and AS, seeds the
-// route hold with the kernel's remote routes of non-VXLAN pools (the
-// previous run's, kept until BGP has converged) and pokes the loop on
-// every best-path change.
+// session controller with the kernel's BGP routes (the previous run's,
+// kept until every session has sent End-of-RIB or run out of its restart
+// time) and pokes the loop on every change the speaker reports.
 func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	cfg, err := a.cluster.BGPConfig()
 	if err != nil {
@@ -90,19 +67,16 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	if err := sp.Start(ctx); err != nil {
 		return fmt.Errorf("node %s: %w", a.cfg.NodeName, err)
 	}
-	b := &bgpState{speaker: sp, hold: newRouteHold(), starting: true,
-		wanted: map[netip.Addr]model.BGPSession{}, retiring: map[netip.Addr]retiring{},
-		applied: map[netip.Addr]bgpspeaker.Peer{}, resetAt: map[netip.Addr]time.Time{}}
+	b := &bgpState{speaker: sp, ctl: bgpsession.New(bgpsession.Config{Logger: a.cfg.Logger}, sp), holding: true}
 	seed, err := a.kernelRemoteRoutes()
 	if err != nil {
 		a.log.Warn("read the previous run's BGP routes", "err", err)
 	}
-	b.hold.Seed(seed)
-	b.hold.Extend(time.Now().Add(startupHold))
+	b.ctl.Seed(seed)
 	a.mu.Lock()
 	a.bgp = b
 	a.mu.Unlock()
-	a.log.Info("keeping the previous run's BGP routes until BGP converges", "routes", len(seed), "atMost", startupHold)
+	a.log.Info("keeping the previous run's BGP routes until every session has sent End-of-RIB or run out of its restart time", "routes", len(seed))
 	go func() {
 		for {
 			select {
@@ -113,7 +87,6 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 			}
 		}
 	}()
-	a.wakeBy(time.Now().Add(startupHold))
 	return nil
 }
 
@@ -130,15 +103,23 @@ func (a *Agent) kernelRemoteRoutes() ([]model.LearnedRoute, error) {
 	return out, err
 }
 
-// bgpInputs decides the sessions (make-before-break on topology changes),
-// hands them to the speaker and fills in what Build needs from BGP.
-func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, nodes []model.NodeInfo) error {
+// bgpInputs fills in what Build needs from BGP: the learned routes, with
+// what the session controller's windows hold, and the service ranges.
+func (a *Agent) bgpInputs(in *Inputs, nodes []model.NodeInfo, cfg model.BGPConfig) {
 	b := a.bgp
-	cfg, err := a.cluster.BGPConfig()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
+	in.BGP = true
+	vouched := vouchedBy(*in, nodes)
+	// The changes first, so the controller sees every withdrawal (and
+	// holds what its windows cover), then the whole table.
+	b.ctl.Filter(b.speaker.Drain(nil), vouched)
+	in.Learned = b.ctl.Merge(b.speaker.Learned(), vouched)
+	in.ServiceCIDRs = cfg.ServiceCIDRs
+}
+
+// applyBGP hands the policy and the sessions to the speaker, after the
+// kernel routes and advertisements: paths before peers.
+func (a *Agent) applyBGP(ctx context.Context, in Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) error {
+	b := a.bgp
 	var want []model.BGPSession
 	if !cfg.MeshPasswordMissing {
 		want = NodeSessions(self, nodes, MeshConfig{Enabled: cfg.MeshEnabled, AS: cfg.AS, Port: cfg.ListenPort})
@@ -147,128 +128,26 @@ func (a *Agent) bgpInputs(ctx context.Context, in *Inputs, self model.NodeInfo, 
 		}
 	}
 	want = append(want, a.explicitSessions(self)...)
-	wantBy := map[netip.Addr]model.BGPSession{}
+	wants := make([]bgpsession.Want, 0, len(want))
 	for _, s := range want {
-		if _, dup := wantBy[s.Address]; !dup {
-			wantBy[s.Address] = s
-		}
-	}
-
-	// Make-before-break: a session the topology drops stays, and the
-	// routes learned through it stay in the kernel, until the wanted
-	// sessions are up and carry every prefix it carried, or reshapeHold
-	// passes. A session that is down has nothing to hand over and goes
-	// at once.
-	up, serr := a.bgpUp(ctx)
-	removed := 0
-	for addr, s := range b.wanted {
-		if _, still := wantBy[addr]; !still {
-			removed++
-			if _, ok := b.retiring[addr]; !ok {
-				b.retiring[addr] = retiring{s: s, until: now.Add(reshapeHold)}
-			}
-		}
-	}
-	b.wanted = wantBy
-	wantPeers := make(map[netip.Addr]bgpspeaker.Peer, len(wantBy))
-	recreated := 0
-	for addr, s := range wantBy {
-		p := a.peerConfig(s, cfg)
-		// A session SetPeers (re)creates counts as down from now on.
-		if old, ok := b.applied[addr]; !ok || old != p {
-			reset, _ := bgpspeaker.NeedsReset(old, p)
-			if !ok || reset {
-				b.resetAt[addr] = now
-			}
-			if ok && reset {
-				recreated++
-			}
-		}
-		wantPeers[addr] = p
-	}
-	// Sessions going away or being re-created (a route-reflector change)
-	// open the window; merely added ones do not.
-	if removed > 0 || recreated > 0 {
-		b.hold.Extend(now.Add(reshapeHold))
-		a.wakeBy(now.Add(reshapeHold))
-		a.log.Info("bgp sessions changing", "wanted", len(wantBy), "removed", removed, "recreated", recreated)
-	}
-
-	settled := serr == nil && a.bgpSettled(up, wantPeers, now)
-	cover := a.coverage(ctx, wantPeers)
-	for addr, r := range b.retiring {
-		_, back := wantBy[addr]
-		_, isUp := up[addr]
-		if back || !isUp || now.After(r.until) || settled && cover(addr) {
-			delete(b.retiring, addr)
-		}
-	}
-	if len(b.retiring) > 0 {
-		// Paths that arrive in the new sessions' Adj-RIBs-In without
-		// becoming best raise no event: look again.
-		a.wakeBy(now.Add(settleAfter))
-	}
-	peers := make([]bgpspeaker.Peer, 0, len(wantPeers)+len(b.retiring))
-	for _, r := range b.retiring {
-		peers = append(peers, a.peerConfig(r.s, cfg))
-	}
-	for _, p := range wantPeers {
-		peers = append(peers, p)
+		wants = append(wants, bgpsession.Want{Name: s.Name, Kind: s.Kind, Peer: a.peerConfig(s, cfg)})
 	}
 	var errs []error
-	if serr != nil {
-		errs = append(errs, serr)
-	}
 	// The policy first: GoBGP accepts everything until one is assigned.
-	if err := b.speaker.SetPolicy(ctx, bgpPolicy(*in, self, nodes, cfg)); err != nil {
+	if err := b.speaker.SetPolicy(ctx, bgpPolicy(in, self, nodes, cfg)); err != nil {
 		errs = append(errs, err)
 	}
-	if err := b.speaker.SetPeers(ctx, peers); err != nil {
+	b.ctl.Set(wants)
+	res, err := b.ctl.Apply(ctx)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	b.applied = map[netip.Addr]bgpspeaker.Peer{}
-	for _, p := range peers {
-		b.applied[p.Address] = p
-	}
-	for addr := range b.resetAt {
-		if _, ok := b.applied[addr]; !ok {
-			delete(b.resetAt, addr)
-		}
-	}
-	if settled && len(b.retiring) == 0 && (b.starting || b.hold.Holding(now)) {
-		if b.starting {
-			a.log.Info("bgp converged: pruning routes BGP no longer announces")
-		}
-		b.starting = false
-		b.hold.End()
-	}
-	// While the window is open, withdrawals through sessions being
-	// retired or re-created are held; any other peer's are not.
-	windowed := func(peer netip.Addr) bool {
-		if _, ok := b.retiring[peer]; ok {
-			return true
-		}
-		at, ok := b.resetAt[peer]
-		return ok && now.Sub(at) < reshapeHold && !up[peer].After(at)
-	}
-
-	learned := b.speaker.Learned()
-	ls := make([]model.LearnedRoute, 0, len(learned))
-	for p, r := range learned {
-		ls = append(ls, model.LearnedRoute{Prefix: p, NextHop: r.NextHop, Peer: r.PeerAddr})
-	}
-	in.BGP = true
-	in.Learned = b.hold.Merge(now, ls, windowed, vouchedBy(*in, nodes))
-	if t := b.hold.NextExpiry(now); !t.IsZero() {
-		a.wakeBy(t.Add(10 * time.Millisecond))
-	}
-	in.ServiceCIDRs = cfg.ServiceCIDRs
-	// A session that came up recently counts as settled settleAfter
-	// later; sessions still down poke the loop when they come up.
-	for addr := range wantPeers {
-		if since, ok := up[addr]; ok && now.Sub(since) < settleAfter {
-			a.wakeBy(since.Add(settleAfter))
-		}
+	a.wakeBy(res.Wake)
+	if res.Holding != b.holding {
+		// A window opened or closed after this run's Merge: the next run
+		// holds or prunes accordingly.
+		b.holding = res.Holding
+		a.run.Poke()
 	}
 	return errors.Join(errs...)
 }
@@ -304,70 +183,6 @@ func vouchedBy(in Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool 
 			}
 		}
 		return false
-	}
-}
-
-// bgpUp returns the established sessions and since when.
-func (a *Agent) bgpUp(ctx context.Context) (map[netip.Addr]time.Time, error) {
-	st, err := a.bgp.speaker.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	up := map[netip.Addr]time.Time{}
-	for _, p := range st.Peers {
-		if p.State == "established" {
-			up[p.Address] = p.Since
-		}
-	}
-	return up, nil
-}
-
-// bgpSettled reports whether every wanted session has been established,
-// since SetPeers last (re)created it, for at least settleAfter: the peers
-// have sent their tables.
-func (a *Agent) bgpSettled(up map[netip.Addr]time.Time, want map[netip.Addr]bgpspeaker.Peer, now time.Time) bool {
-	for addr := range want {
-		since, ok := up[addr]
-		if !ok || now.Sub(since) < settleAfter || !since.After(a.bgp.resetAt[addr]) {
-			return false
-		}
-	}
-	return true
-}
-
-// coverage returns a check of whether every prefix whose best path comes
-// from a retiring peer is also offered by one of the wanted peers, so
-// that dropping that peer moves those prefixes to another path instead of
-// withdrawing them. The wanted peers' Adj-RIBs-In are walked at most once
-// per call of coverage, and only when a retiring peer is asked about.
-func (a *Agent) coverage(ctx context.Context, want map[netip.Addr]bgpspeaker.Peer) func(old netip.Addr) bool {
-	var learned map[netip.Prefix]bgpspeaker.Route
-	var offered map[netip.Prefix]bool
-	var offerErr error
-	return func(old netip.Addr) bool {
-		if learned == nil {
-			learned = a.bgp.speaker.Learned()
-		}
-		for p, r := range learned {
-			if r.PeerAddr != old {
-				continue
-			}
-			if offered == nil && offerErr == nil {
-				offered = map[netip.Prefix]bool{}
-				for addr := range want {
-					in, err := a.bgp.speaker.AdjIn(ctx, addr)
-					if err != nil {
-						offerErr = err
-						break
-					}
-					maps.Copy(offered, in)
-				}
-			}
-			if offerErr != nil || !offered[p] {
-				return false
-			}
-		}
-		return true
 	}
 }
 
@@ -428,7 +243,11 @@ func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
 		if p.AS == 0 || !p.IP.Is4() {
 			continue
 		}
-		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Address: p.IP, Port: p.Port, AS: p.AS, Password: p.Password,
+		kind := model.SessionGlobal
+		if p.Node != "" || p.NodeSelector != "" {
+			kind = model.SessionNodeSpecific
+		}
+		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Kind: kind, Address: p.IP, Port: p.Port, AS: p.AS, Password: p.Password,
 			Keepalive: p.Keepalive, RestartTime: p.RestartTime, TTLSecurity: p.TTLSecurity})
 	}
 	slices.SortFunc(out, func(x, y model.BGPSession) int { return x.Address.Compare(y.Address) })

@@ -85,13 +85,13 @@ func NodeSessions(self model.NodeInfo, nodes []model.NodeInfo, cfg MeshConfig) [
 		s := model.BGPSession{Address: n.IP.Addr(), Port: cfg.Port, AS: NodeAS(n, cfg.AS), Passive: me.Compare(n.IP.Addr()) > 0}
 		switch {
 		case !anyRR:
-			s.Name = "mesh/" + n.Name
+			s.Name, s.Kind = "mesh/"+n.Name, model.SessionMesh
 		case selfRR && peerRR:
-			s.Name = "rr/" + n.Name
+			s.Name, s.Kind = "rr/"+n.Name, model.SessionRouteReflector
 		case selfRR:
-			s.Name, s.RRClient, s.ClusterID = "rr-client/"+n.Name, true, selfCluster
+			s.Name, s.Kind, s.RRClient, s.ClusterID = "rr-client/"+n.Name, model.SessionRRClient, true, selfCluster
 		case peerRR:
-			s.Name = "rr/" + n.Name
+			s.Name, s.Kind = "rr/"+n.Name, model.SessionRouteReflector
 		default:
 			continue // two plain nodes: the reflectors carry their routes
 		}

@@ -238,8 +238,8 @@ func disconnectReason(st apiutil.PeerState) string {
 
 // Learned returns a copy of the current best paths learned from peers, as
 // folded from the best-path watch (GoBGP's table is never walked for it).
-// It is for full rebuilds; between them, Drain hands out only what
-// changed.
+// It is for full rebuilds; Drain hands out what changed (and what was
+// withdrawn, which a copy of the table cannot show).
 func (s *Speaker) Learned() map[netip.Prefix]Route {
 	f := s.feed
 	f.mu.Lock()
@@ -252,7 +252,7 @@ func (s *Speaker) Learned() map[netip.Prefix]Route {
 }
 
 // Drain appends to buf the prefixes whose best path changed since the last
-// Drain (or Learned with reset), each once with its current state, sorted
+// Drain, each once with its current state, sorted
 // by prefix, and forgets them. Several changes of one prefix between two
 // Drains arrive as one.
 func (s *Speaker) Drain(buf []Change) []Change {
@@ -270,20 +270,6 @@ func (s *Speaker) Drain(buf []Change) []Change {
 	f.mu.Unlock()
 	slices.SortFunc(buf[start:], func(a, b Change) int { return a.Prefix.Compare(b.Prefix) })
 	return buf
-}
-
-// LearnedAndReset is Learned that also forgets the pending changes: the
-// copy already holds them. A full rebuild calls it.
-func (s *Speaker) LearnedAndReset() map[netip.Prefix]Route {
-	f := s.feed
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(map[netip.Prefix]Route, len(f.learned))
-	for k, v := range f.learned {
-		out[k] = v
-	}
-	f.resetDirty()
-	return out
 }
 
 // resetDirty forgets the pending changes. A map keeps its buckets after

@@ -239,7 +239,9 @@ type NodeInfo struct {
 type BGPSession struct {
 	// Name says where the session comes from, for logs and status:
 	// "mesh/<node>", "rr/<node>" or "bgppeer/<object>".
-	Name    string
+	Name string
+	// Kind is why the session exists.
+	Kind    SessionKind
 	Address netip.Addr
 	Port    int // 0 means 179
 	AS      uint32
@@ -258,6 +260,27 @@ type BGPSession struct {
 	Keepalive   time.Duration
 	RestartTime time.Duration
 	TTLSecurity int
+}
+
+// SessionKind is why a BGP session exists (the peer types of the debug
+// API and `wrenctl status`).
+type SessionKind string
+
+// Session kinds. The first three are the node-to-node topology, which the
+// agent reshapes make-before-break; the last two come from BGPPeer objects
+// and follow them at once.
+const (
+	SessionMesh           SessionKind = "mesh"            // full mesh, no reflector in the cluster
+	SessionRouteReflector SessionKind = "route-reflector" // the peer is a reflector (this node its client, or a fellow reflector)
+	SessionRRClient       SessionKind = "rr-client"       // this node reflects to the peer
+	SessionGlobal         SessionKind = "global"          // a BGPPeer for every node (a top-of-rack router)
+	SessionNodeSpecific   SessionKind = "node-specific"   // a BGPPeer for selected nodes
+)
+
+// Topology reports whether the session belongs to the node-to-node
+// topology (mesh or route reflection) rather than to a BGPPeer object.
+func (k SessionKind) Topology() bool {
+	return k == SessionMesh || k == SessionRouteReflector || k == SessionRRClient
 }
 
 // BGPPeer is an explicit BGP peer (a BGPPeer object) as far as the agent
