@@ -248,7 +248,7 @@ func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
 			kind = model.SessionNodeSpecific
 		}
 		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Kind: kind, Address: p.IP, Port: p.Port, AS: p.AS, Password: p.Password,
-			Keepalive: p.Keepalive, RestartTime: p.RestartTime, TTLSecurity: p.TTLSecurity})
+			Keepalive: p.Keepalive, RestartTime: p.RestartTime, TTLSecurity: p.TTLSecurity, MaxPrefixes: p.MaxPrefixes})
 	}
 	slices.SortFunc(out, func(x, y model.BGPSession) int { return x.Address.Compare(y.Address) })
 	return out
@@ -269,7 +269,7 @@ func (a *Agent) peerConfig(s model.BGPSession, cfg model.BGPConfig) bgpspeaker.P
 	}
 	p := bgpspeaker.Peer{Address: s.Address, AS: s.AS, Passive: s.Passive, Port: uint16(s.Port), Password: s.Password,
 		KeepaliveSeconds: uint32(ka / time.Second), HoldSeconds: uint32(cfg.Hold / time.Second),
-		GracefulRestartSeconds: uint16(rt / time.Second), RouteReflectorClient: s.RRClient}
+		GracefulRestartSeconds: uint16(rt / time.Second), RouteReflectorClient: s.RRClient, MaxPrefixes: s.MaxPrefixes}
 	if s.TTLSecurity > 0 && s.TTLSecurity < 255 {
 		p.TTLMin = uint8(256 - s.TTLSecurity)
 	}

@@ -260,6 +260,9 @@ type BGPSession struct {
 	Keepalive   time.Duration
 	RestartTime time.Duration
 	TTLSecurity int
+	// MaxPrefixes cuts the session when the peer sends more prefixes; 0
+	// means no limit.
+	MaxPrefixes uint32
 }
 
 // SessionKind is why a BGP session exists (the peer types of the debug
@@ -297,6 +300,9 @@ type BGPPeer struct {
 	Keepalive    time.Duration
 	RestartTime  time.Duration
 	TTLSecurity  int
+	// MaxPrefixes (spec.maxPrefixes) cuts the session when the peer sends
+	// more prefixes; 0 means no limit.
+	MaxPrefixes uint32
 	// Password is the TCP MD5 password (from its Secret); "" for none.
 	Password string
 }
