@@ -6,21 +6,23 @@ package bench
 // cheap enough not to slow what it watches:
 //
 //   - bgpSniffer: an AF_PACKET socket on eth0 of the receiving namespace
-//     that timestamps, as they arrive, the TCP segments from BIRD: the
-//     first one carrying an UPDATE (T0 of an ingest), the last one with
-//     any payload (the feed delivered), and a NOTIFICATION (T1 of a
-//     withdraw: "birdc disable" sends Cease).
-//   - routeMonitor: a netlink socket in the node namespace subscribed to
-//     RTNLGRP_IPV4_ROUTE, decoding by hand only family, prefix length,
+//     that timestamps, with the kernel's receive times (SO_TIMESTAMPNS),
+//     the TCP segments from the feeder: the first one carrying an UPDATE
+//     (T0 of an ingest), the last one with any payload but a lone
+//     KEEPALIVE (the feed delivered), and a NOTIFICATION (T1 of a
+//     withdraw: the feeder's Cease).
+//   - routeMonitor: a netlink socket in a receiver's namespace subscribed
+//     to RTNLGRP_IPV4_ROUTE, decoding by hand only family, prefix length,
 //     protocol and RTA_DST of each RTM_NEWROUTE/RTM_DELROUTE, counting the
-//     feed's /26 routes with protocol 87 (Wren's) in a bitmap.
-//   - the reference GoBGP: the test binary itself, re-executed inside its
-//     own namespace ("ip netns exec <ns> <test binary>
-//     -test.run=^TestBGPFeedRefHelper$"), running a plain GoBGP v3 server
-//     with one eBGP neighbour (BIRD) and counting prefixes from its
-//     best-path watch; it prints "first", "full" and "empty" with the wall
-//     clock in nanoseconds. (GoBGP's sockets live in the namespace of the
-//     process that runs it, so it cannot run in the benchmark process.)
+//     feed's /26 routes with one protocol (87 for Wren's, 12 for BIRD's)
+//     in a bitmap.
+//   - the plain GoBGP v4 server: the test binary itself, re-executed inside
+//     its own namespace ("ip netns exec <ns> <test binary>
+//     -test.run=^TestBGPFeedRefHelper$"), with one eBGP neighbour (the
+//     feeder) and counting prefixes from its best-path watch; it prints
+//     "first", "full" and "empty" with the wall clock in nanoseconds.
+//     (GoBGP's sockets live in the namespace of the process that runs it,
+//     so it cannot run in the benchmark process.)
 
 import (
 	"bufio"
@@ -30,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -42,8 +45,10 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -104,9 +109,10 @@ func reader(tb testing.TB, fd int, loop func(stop <-chan struct{})) {
 	})
 }
 
-// bgpSniffer timestamps BIRD's BGP segments arriving in one namespace.
+// bgpSniffer timestamps the feeder's BGP segments arriving in one
+// namespace.
 type bgpSniffer struct {
-	from [4]byte // BIRD's address
+	from [4]byte // the feeder's address
 
 	mu          sync.Mutex
 	armed       time.Time // segments before this are ignored
@@ -130,17 +136,28 @@ func newBGPSniffer(tb testing.TB, ns *nstest.NS, ifName string, from netip.Addr)
 		tb.Fatal(err)
 	}
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	// The kernel's receive time of each packet, not the time this
+	// goroutine got to it: on two CPUs busy with an ingest, it can be
+	// scheduled milliseconds late.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		unix.Close(fd)
+		tb.Fatalf("SO_TIMESTAMPNS: %v", err)
+	}
 	s := &bgpSniffer{from: from.As4()}
 	reader(tb, fd, func(stop <-chan struct{}) {
 		buf := make([]byte, 256<<10) // GSO segments on veth can be 64 KiB
+		oob := make([]byte, 128)
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
+			n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
 			now := time.Now()
+			if err == nil {
+				now = packetTime(oob[:oobn], now)
+			}
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 					continue
@@ -154,6 +171,24 @@ func newBGPSniffer(tb testing.TB, ns *nstest.NS, ifName string, from netip.Addr)
 		}
 	})
 	return s
+}
+
+// packetTime is the SCM_TIMESTAMPNS time in oob, or else fallback.
+func packetTime(oob []byte, fallback time.Time) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return fallback
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16]))
+			if sec > 0 {
+				return time.Unix(sec, nsec)
+			}
+		}
+	}
+	return fallback
 }
 
 // packet looks at one IPv4 packet.
@@ -193,7 +228,10 @@ func (s *bgpSniffer) packet(now time.Time, p []byte) {
 	if now.Before(s.armed) {
 		return
 	}
-	s.lastPayload = now
+	// A lone KEEPALIVE (the feeder sends one every 30 s) is not the feed.
+	if !(len(payload) == bgpHeaderLen && payload[18] == bgpKeepalive) {
+		s.lastPayload = now
+	}
 	if update && s.firstUpdate.IsZero() {
 		s.firstUpdate = now
 	}
@@ -216,11 +254,11 @@ func (s *bgpSniffer) seen() (firstUpdate, lastPayload, notify time.Time, err err
 	return s.firstUpdate, s.lastPayload, s.notify, s.err
 }
 
-// routeMonitor counts the feed's routes in the node namespace's kernel
-// from route notifications.
+// routeMonitor counts the feed's routes in one namespace's kernel from
+// route notifications.
 type routeMonitor struct {
-	base uint32 // first feed prefix
-	n    int
+	proto byte // the route protocol counted
+	n     int  // the feed's first n /26s are counted
 
 	mu      sync.Mutex
 	present []bool
@@ -233,9 +271,14 @@ type routeMonitor struct {
 	err     error     // e.g. ENOBUFS: a notification was lost
 }
 
-const rtprotWren = 87
+// Route protocols (rtnetlink.h RTPROT_*): Wren's, as registered in
+// rt_protos by the agent's install step, and BIRD's.
+const (
+	rtprotWren = 87
+	rtprotBird = 12
+)
 
-func newRouteMonitor(tb testing.TB, ns *nstest.NS, base netip.Addr, n int) *routeMonitor {
+func newRouteMonitor(tb testing.TB, ns *nstest.NS, proto byte, n int) *routeMonitor {
 	tb.Helper()
 	fd, err := socketAt(ns.Handle, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
 	if err != nil {
@@ -249,8 +292,7 @@ func newRouteMonitor(tb testing.TB, ns *nstest.NS, base netip.Addr, n int) *rout
 		unix.Close(fd)
 		tb.Fatal(err)
 	}
-	b4 := base.As4()
-	m := &routeMonitor{base: binary.BigEndian.Uint32(b4[:]), n: n, present: make([]bool, n)}
+	m := &routeMonitor{proto: proto, n: n, present: make([]bool, n)}
 	reader(tb, fd, func(stop <-chan struct{}) {
 		buf := make([]byte, 1<<20)
 		for {
@@ -294,7 +336,7 @@ func (m *routeMonitor) messages(now time.Time, b []byte) {
 			continue
 		}
 		// struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-		if msg[0] != unix.AF_INET || msg[1] != 26 || msg[5] != rtprotWren {
+		if msg[0] != unix.AF_INET || msg[1] != feedBits || msg[5] != m.proto {
 			continue
 		}
 		for a := msg[unix.SizeofRtMsg:]; len(a) >= 4; {
@@ -304,8 +346,7 @@ func (m *routeMonitor) messages(now time.Time, b []byte) {
 				break
 			}
 			if at == unix.RTA_DST && al == 8 {
-				i := int((binary.BigEndian.Uint32(a[4:8]) - m.base) >> 6)
-				if i >= 0 && i < m.n {
+				if i := feedIndex(binary.BigEndian.Uint32(a[4:8])); i >= 0 && i < m.n {
 					m.set(now, i, typ == unix.RTM_NEWROUTE)
 				}
 				break
@@ -355,37 +396,43 @@ func (m *routeMonitor) progress() (half, p90 time.Time) {
 	return m.halfAt, m.p90At
 }
 
-func (m *routeMonitor) state() (count int, firstAt, fullAt, emptyAt time.Time, err error) {
+// times is the feedCounter view: first route, all n, none left.
+func (m *routeMonitor) times() (count int, first, full, empty time.Time, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.count, m.firstAt, m.fullAt, m.emptyAt, m.err
 }
 
-// refHelperEnv carries the reference speaker's settings to the re-executed
-// test binary: "routerID,AS,neighbour,neighbourAS,prefixes".
+// refHelperEnv carries the plain GoBGP server's settings to the
+// re-executed test binary: "routerID,AS,neighbour,neighbourAS,prefixes".
 const refHelperEnv = "WREN_BGPFEED_REF"
 
-// refSpeaker is the running reference GoBGP process and what it reported.
+// refSpeaker is the running plain GoBGP process and what it reported.
 type refSpeaker struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	exited chan struct{}
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	exited  chan struct{}
+	logPath string
+	stopped sync.Once
 
-	mu              sync.Mutex
-	first, full     time.Time
-	empty           time.Time
-	armed           time.Time
-	count, received int
+	mu          sync.Mutex
+	first, full time.Time
+	empty       time.Time
+	armed       time.Time
+	count       int
+	ready       bool
 }
 
-// startRefSpeaker runs the reference GoBGP in ns with one eBGP neighbour.
+// startRefSpeaker runs a plain GoBGP v4 server in ns, listening on
+// routerID:179, with one eBGP neighbour; stop ends it (the test's cleanup
+// does too).
 func startRefSpeaker(tb testing.TB, ns *nstest.NS, routerID netip.Addr, as uint32, neighbor netip.Addr, peerAS uint32, n int) *refSpeaker {
 	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	logPath := filepath.Join(tb.TempDir(), "ref-gobgp.log")
+	logPath := filepath.Join(tb.TempDir(), "gobgp.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		tb.Fatal(err)
@@ -403,7 +450,7 @@ func startRefSpeaker(tb testing.TB, ns *nstest.NS, routerID netip.Addr, as uint3
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &refSpeaker{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	r := &refSpeaker{cmd: cmd, stdin: stdin, exited: make(chan struct{}), logPath: logPath}
 	started := make(chan error, 1)
 	go func() {
 		// Pdeathsig follows the thread that forked: start and wait on one
@@ -424,22 +471,46 @@ func startRefSpeaker(tb testing.TB, ns *nstest.NS, routerID netip.Addr, as uint3
 		close(r.exited)
 	}()
 	if err := <-started; err != nil {
-		tb.Fatalf("start reference GoBGP: %v", err)
+		tb.Fatalf("start GoBGP: %v", err)
 	}
 	tb.Cleanup(func() {
-		stdin.Close() // the helper exits when its stdin closes
+		r.stop()
+		if tb.Failed() {
+			b, _ := os.ReadFile(logPath)
+			tb.Logf("GoBGP log:\n%s", b)
+		}
+	})
+	nstest.Poll(tb, 30*time.Second, "GoBGP started", func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		select {
+		case <-r.exited:
+			b, _ := os.ReadFile(logPath)
+			tb.Fatalf("GoBGP exited: %s\n%s", cmd.ProcessState, b)
+		default:
+		}
+		if !r.ready {
+			return errors.New("no \"ready\" line yet")
+		}
+		return nil
+	})
+	return r
+}
+
+// pid is the GoBGP process's ("ip netns exec" execs the test binary).
+func (r *refSpeaker) pid() int { return r.cmd.Process.Pid }
+
+// stop closes the helper's stdin, on which it exits, and waits for it.
+func (r *refSpeaker) stop() {
+	r.stopped.Do(func() {
+		r.stdin.Close()
 		select {
 		case <-r.exited:
 		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
+			_ = r.cmd.Process.Kill() // by PID
 			<-r.exited
 		}
-		if tb.Failed() {
-			b, _ := os.ReadFile(logPath)
-			tb.Logf("reference GoBGP log:\n%s", b)
-		}
 	})
-	return r
 }
 
 // line takes one "bgpfeed-ref <event> <unix ns> <count>" line.
@@ -457,6 +528,9 @@ func (r *refSpeaker) line(s string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.count = c
+	if f[1] == "ready" {
+		r.ready = true
+	}
 	if t.Before(r.armed) {
 		return
 	}
@@ -477,24 +551,25 @@ func (r *refSpeaker) arm() {
 	r.first, r.full, r.empty = time.Time{}, time.Time{}, time.Time{}
 }
 
-func (r *refSpeaker) state() (count int, first, full, empty time.Time, alive bool) {
+// times is the feedCounter view: first best path, all n, none left.
+func (r *refSpeaker) times() (count int, first, full, empty time.Time, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
 	case <-r.exited:
+		err = errors.New("GoBGP exited")
 	default:
-		alive = true
 	}
-	return r.count, r.first, r.full, r.empty, alive
+	return r.count, r.first, r.full, r.empty, err
 }
 
-// TestBGPFeedRefHelper is the reference GoBGP speaker of BenchmarkBGPFeed
+// TestBGPFeedRefHelper is the plain GoBGP v4 server of BenchmarkBGPFeed
 // when the test binary is re-executed with WREN_BGPFEED_REF set; otherwise
 // it skips.
 func TestBGPFeedRefHelper(t *testing.T) {
 	spec := os.Getenv(refHelperEnv)
 	if spec == "" {
-		t.Skip("the reference GoBGP process of BenchmarkBGPFeed; runs only when re-executed by it")
+		t.Skip("the plain GoBGP process of BenchmarkBGPFeed; runs only when re-executed by it")
 	}
 	f := strings.Split(spec, ",")
 	if len(f) != 5 {
@@ -504,12 +579,12 @@ func TestBGPFeedRefHelper(t *testing.T) {
 	peerAS, _ := strconv.ParseUint(f[3], 10, 32)
 	want, _ := strconv.Atoi(f[4])
 	ctx := context.Background()
-	s := server.NewBgpServer()
+	s := server.NewBgpServer(server.LoggerOption(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})), nil))
 	go s.Serve()
-	// ListenPort -1: no listener, the speaker connects out. Families: index
-	// 0 of GoBGP's table = ipv4-unicast (see pkg/bgpspeaker).
-	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: uint32(as), RouterId: f[0], ListenPort: -1,
-		Families: []uint32{0}}}); err != nil {
+	// Listening on its own address (the feeder connects). Families: index
+	// 0 of GoBGP's AFI-SAFI table (oc.IntToAfiSafiTypeMap) = ipv4-unicast.
+	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: uint32(as), RouterId: f[0],
+		ListenPort: 179, ListenAddresses: []string{f[0]}, Families: []uint32{0}}}); err != nil {
 		t.Fatal(err)
 	}
 	w := bufio.NewWriter(os.Stdout)
@@ -517,58 +592,66 @@ func TestBGPFeedRefHelper(t *testing.T) {
 		fmt.Fprintf(w, "bgpfeed-ref %s %d %d\n", ev, time.Now().UnixNano(), n)
 		w.Flush()
 	}
+	// The count is kept in a bitmap over the feed's prefixes, not a map,
+	// so that it adds little to the process's RSS, which is measured.
 	var (
-		mu   sync.Mutex
-		have = make(map[netip.Prefix]struct{}, want)
+		mu      sync.Mutex
+		present = make([]bool, want)
+		have    int
 	)
-	err := s.WatchEvent(ctx, &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
-		Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST}}}},
-		func(ev *api.WatchEventResponse) {
-			paths := ev.GetTable().GetPaths()
-			if len(paths) == 0 {
-				return
+	// Counted from the best-path watch, never by polling the table (FIELD-NOTES:
+	// ListPath walks the table inside GoBGP's management loop).
+	err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: func(paths []*apiutil.Path, _ time.Time) {
+		if len(paths) == 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		before := have
+		for _, p := range paths {
+			if p.Family != bgp.RF_IPv4_UC {
+				continue
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			before := len(have)
-			for _, p := range paths {
-				fam := p.GetFamily()
-				if fam.GetAfi() != api.Family_AFI_IP || fam.GetSafi() != api.Family_SAFI_UNICAST || p.GetNlri() == nil {
-					continue
-				}
-				var nlri api.IPAddressPrefix
-				if p.GetNlri().UnmarshalTo(&nlri) != nil {
-					continue
-				}
-				a, err := netip.ParseAddr(nlri.Prefix)
-				if err != nil {
-					continue
-				}
-				pfx := netip.PrefixFrom(a, int(nlri.PrefixLen))
-				if p.GetIsWithdraw() {
-					delete(have, pfx)
-				} else {
-					have[pfx] = struct{}{}
-				}
+			nlri, ok := p.Nlri.(*bgp.IPAddrPrefix)
+			if !ok || nlri.Prefix.Bits() != feedBits || !nlri.Prefix.Addr().Is4() {
+				continue
 			}
-			switch n := len(have); {
-			case before == 0 && n > 0:
-				report("first", n)
-				if n == want {
-					report("full", n)
-				}
-			case before != want && n == want:
+			i := feedIndex(be32(nlri.Prefix.Addr()))
+			if i < 0 || i >= want || present[i] == !p.Withdrawal {
+				continue
+			}
+			present[i] = !p.Withdrawal
+			if p.Withdrawal {
+				have--
+			} else {
+				have++
+			}
+		}
+		switch n := have; {
+		case before == 0 && n > 0:
+			report("first", n)
+			if n == want {
 				report("full", n)
-			case before > 0 && n == 0:
-				report("empty", n)
 			}
-		})
+		case before != want && n == want:
+			report("full", n)
+		case before > 0 && n == 0:
+			report("empty", n)
+		}
+	}}, server.WatchBestPath(false))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// GoBGP v4's enums start at *_UNSPECIFIED = 0: every one is set.
 	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:   &api.PeerConf{NeighborAddress: f[2], PeerAsn: uint32(peerAS)},
-		Timers: &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, HoldTime: 90, KeepaliveInterval: 30}},
+		Conf: &api.PeerConf{NeighborAddress: f[2], PeerAsn: uint32(peerAS),
+			Type:          api.PeerType_PEER_TYPE_EXTERNAL,
+			RemovePrivate: api.RemovePrivate_REMOVE_PRIVATE_UNSPECIFIED}, // keep private AS numbers
+		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{
+			Family:  &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
+			Enabled: true}}},
+		Timers:    &api.Timers{Config: &api.TimersConfig{ConnectRetry: 5, HoldTime: 90, KeepaliveInterval: 30}},
+		Transport: &api.Transport{LocalAddress: f[0]},
 	}}); err != nil {
 		t.Fatal(err)
 	}
