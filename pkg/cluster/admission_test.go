@@ -134,7 +134,7 @@ spec: {nodeMeshPassword: {secretKeyRef: {name: bgp}}}`, []string{"spec.nodeMeshP
 	{"peer/tor", `
 kind: BGPPeer
 metadata: {name: tor}
-spec: {peerIP: "198.18.0.1:1179", asNumber: 65001, nodeSelector: "rack == 'r1'", keepaliveTime: 20s, maxRestartTime: 2m, ttlSecurity: 1, sourceAddress: UseNodeIP, password: {secretKeyRef: {name: bgp, key: tor}}}`, nil},
+spec: {peerIP: "198.18.0.1:1179", asNumber: 65001, nodeSelector: "rack == 'r1'", keepaliveTime: 20s, maxRestartTime: 2m, ttlSecurity: 1, sourceAddress: UseNodeIP, maxPrefixes: 1000, password: {secretKeyRef: {name: bgp, key: tor}}}`, nil},
 	{"peer/selector", `
 kind: BGPPeer
 metadata: {name: to-rrs}
@@ -175,6 +175,14 @@ spec: {peerIP: 198.18.0.1, asNumber: 65001, sourceAddress: NodeIP}`, []string{"s
 kind: BGPPeer
 metadata: {name: ttl}
 spec: {peerIP: 198.18.0.1, asNumber: 65001, ttlSecurity: 256}`, []string{"spec.ttlSecurity", "less than or equal to 255"}},
+	{"peer/max-prefixes-0", `
+kind: BGPPeer
+metadata: {name: max-0}
+spec: {peerIP: 198.18.0.1, asNumber: 65001, maxPrefixes: 0}`, []string{"spec.maxPrefixes", "greater than or equal to 1"}},
+	{"peer/max-prefixes-words", `
+kind: BGPPeer
+metadata: {name: max-words}
+spec: {peerIP: 198.18.0.1, asNumber: 65001, maxPrefixes: "1k"}`, []string{"spec.maxPrefixes", "must be of type integer"}},
 
 	// IPAMBlock
 	{"block/valid", `

@@ -266,6 +266,9 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 		if sp.TTLSecurity != nil {
 			peer.TTLSecurity = int(*sp.TTLSecurity)
 		}
+		if sp.MaxPrefixes != nil && *sp.MaxPrefixes > 0 { // admission enforces minimum 1
+			peer.MaxPrefixes = uint32(*sp.MaxPrefixes)
+		}
 		if sp.Password != nil {
 			pw, err := v.password(sp.Password)
 			if err != nil {

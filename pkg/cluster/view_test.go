@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
@@ -133,4 +135,69 @@ func TestViewBGPPeerPassword(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestViewBGPPeerFields: every field of a BGPPeer with peerIP reaches the
+// agent's model.BGPPeer, maxPrefixes included, and an edit of the limit
+// arrives too (the speaker re-creates the session on it). A peer without
+// maxPrefixes has no limit (0).
+func TestViewBGPPeerFields(t *testing.T) {
+	cfg := kubetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := cluster.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := cluster.NewView(cfg, "node-a", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx, func() {}); err != nil {
+		t.Fatal(err)
+	}
+	as, ttl, limit := v1alpha1.ASNumber(65001), int32(1), int32(1000)
+	tor := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{
+		PeerIP: "198.18.0.1:1179", ASNumber: &as, NodeSelector: "rack == 'r1'",
+		KeepaliveTime: &metav1.Duration{Duration: 20 * time.Second}, MaxRestartTime: &metav1.Duration{Duration: 2 * time.Minute},
+		TTLSecurity: &ttl, MaxPrefixes: &limit}}
+	plain := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "plain"}, Spec: v1alpha1.BGPPeerSpec{
+		PeerIP: "198.18.0.2", ASNumber: &as, Node: "node-a"}}
+	for _, p := range []*v1alpha1.BGPPeer{tor, plain} {
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []model.BGPPeer{
+		{Name: "plain", IP: netip.MustParseAddr("198.18.0.2"), AS: 65001, Node: "node-a"},
+		{Name: "tor", IP: netip.MustParseAddr("198.18.0.1"), Port: 1179, AS: 65001, NodeSelector: "rack == 'r1'",
+			Keepalive: 20 * time.Second, RestartTime: 2 * time.Minute, TTLSecurity: 1, MaxPrefixes: 1000},
+	}
+	poll := func(what string, want []model.BGPPeer) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := v.BGPPeers()
+			slices.SortFunc(got, func(a, b model.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
+			if err == nil && slices.Equal(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: BGPPeers = %+v, %v; want %+v", what, got, err, want)
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval of the deadline loop
+		}
+	}
+	poll("created", want)
+
+	// Raising the limit is an edit the agent must see.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(tor), tor); err != nil {
+		t.Fatal(err)
+	}
+	*tor.Spec.MaxPrefixes = 250000
+	if err := c.Update(ctx, tor); err != nil {
+		t.Fatal(err)
+	}
+	want[1].MaxPrefixes = 250000
+	poll("maxPrefixes raised", want)
 }

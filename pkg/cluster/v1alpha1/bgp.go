@@ -209,6 +209,16 @@ type BGPPeerSpec struct {
 	// binds to the node IP, None lets the kernel choose.
 	// +optional
 	SourceAddress SourceAddress `json:"sourceAddress,omitempty"`
+
+	// MaxPrefixes is Wren's own field (Calico has none): the session is
+	// cut, with a Cease NOTIFICATION "maximum number of prefixes reached"
+	// (RFC 4486 subcode 1), when the peer sends more IPv4 unicast
+	// prefixes than this, and stays down until the limit or the peer
+	// changes. Prefixes the import policy rejects count too. Unset means
+	// no limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	MaxPrefixes *int32 `json:"maxPrefixes,omitempty"`
 }
 
 // SourceAddress chooses the local address of a BGP session.
