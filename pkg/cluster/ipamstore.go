@@ -13,6 +13,7 @@ import (
 
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // IPAMStore is pkg/ipam's Store over the Kubernetes API: IPPool and
@@ -35,6 +36,7 @@ type IPAMStore struct {
 	c     client.Client
 	cache client.Reader // informer cache for CachedBlocks/CachedPools; nil: c
 	log   *slog.Logger
+	warn  func(problem) // an IPPool left out; the View's sets Events
 }
 
 var (
@@ -44,12 +46,14 @@ var (
 
 // NewIPAMStore returns a store over c, which must know the Wren types
 // (see Scheme). Objects that do not convert (which admission should have
-// refused) are skipped and logged on logger.
+// refused) are skipped and logged on logger; the View's store reports the
+// IPPools it leaves out as Events instead.
 func NewIPAMStore(c client.Client, logger *slog.Logger) *IPAMStore {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &IPAMStore{c: c, log: logger.With("component", "ipamstore")}
+	log := logger.With("component", "ipamstore")
+	return &IPAMStore{c: c, log: log, warn: logOnce(log)}
 }
 
 // WithCache returns a copy of s whose CachedBlocks and CachedPools read
@@ -67,13 +71,14 @@ func (s *IPAMStore) cached() client.Reader {
 	return s.c
 }
 
-// ListPools returns every IPPool from the API server.
-func (s *IPAMStore) ListPools(ctx context.Context) ([]ipam.Pool, error) {
+// ListPools returns the usable IPPools from the API server, by the rules
+// of View.Pools (parsePools).
+func (s *IPAMStore) ListPools(ctx context.Context) ([]model.Pool, error) {
 	return s.listPools(ctx, s.c)
 }
 
-// CachedPools returns every IPPool from the cache (see WithCache).
-func (s *IPAMStore) CachedPools(ctx context.Context) ([]ipam.Pool, error) {
+// CachedPools is ListPools from the cache (see WithCache).
+func (s *IPAMStore) CachedPools(ctx context.Context) ([]model.Pool, error) {
 	return s.listPools(ctx, s.cached())
 }
 
@@ -82,28 +87,16 @@ func (s *IPAMStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return s.listBlocks(ctx, s.cached())
 }
 
-func (s *IPAMStore) listPools(ctx context.Context, r client.Reader) ([]ipam.Pool, error) {
+func (s *IPAMStore) listPools(ctx context.Context, r client.Reader) ([]model.Pool, error) {
 	var l v1alpha1.IPPoolList
 	if err := r.List(ctx, &l); err != nil {
 		return nil, fmt.Errorf("list ippools: %w", err)
 	}
-	out := make([]ipam.Pool, 0, len(l.Items))
-	for i := range l.Items {
-		p := &l.Items[i]
-		cidr, err := p.Spec.CIDR.Prefix()
-		if err != nil {
-			s.log.Warn("skipping IPPool", "ippool", p.Name, "field", "spec.cidr", "err", err)
-			continue
-		}
-		out = append(out, ipam.Pool{
-			Name:         p.Name,
-			CIDR:         cidr,
-			BlockSize:    int(p.Spec.BlockSize),
-			Disabled:     p.Spec.Disabled,
-			NodeSelector: p.Spec.NodeSelector,
-		})
+	pools, problems := parsePools(l.Items)
+	for _, p := range problems {
+		s.warn(p)
 	}
-	return out, nil
+	return pools, nil
 }
 
 // ListBlocks returns every IPAMBlock from the API server.

@@ -16,6 +16,7 @@ import (
 	"github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
 	kubetest "github.com/wren-net/wren/test/kube"
 )
 
@@ -121,7 +122,8 @@ func TestIPAMStoreCAS(t *testing.T) {
 	}
 }
 
-// TestIPAMStorePools checks the IPPool conversion, defaults included.
+// TestIPAMStorePools checks the IPPool conversion, defaults (block size,
+// modes) included.
 func TestIPAMStorePools(t *testing.T) {
 	c, err := cluster.NewClient(kubetest.Start(t))
 	if err != nil {
@@ -141,9 +143,10 @@ func TestIPAMStorePools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []ipam.Pool{
-		{Name: "a", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26},
-		{Name: "b", CIDR: netip.MustParsePrefix("10.245.0.0/24"), BlockSize: 28, Disabled: true, NodeSelector: "zone == 'a'"},
+	want := []model.Pool{
+		{Name: "a", CIDR: netip.MustParsePrefix("10.244.0.0/16"), BlockSize: 26, VXLAN: model.EncapNever, IPIP: model.EncapNever},
+		{Name: "b", CIDR: netip.MustParsePrefix("10.245.0.0/24"), BlockSize: 28, VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever,
+			Disabled: true, NodeSelector: "zone == 'a'"},
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("ListPools (-want +got):\n%s", diff)

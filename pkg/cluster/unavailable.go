@@ -16,6 +16,7 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // Unavailable reports whether err means that the Kubernetes API server
@@ -109,7 +110,7 @@ func (u unavailableStore) call(ctx context.Context, op string, f func(context.Co
 	return markUnavailable(err)
 }
 
-func (u unavailableStore) ListPools(ctx context.Context) (p []ipam.Pool, err error) {
+func (u unavailableStore) ListPools(ctx context.Context) (p []model.Pool, err error) {
 	err = u.call(ctx, "list ippools", func(ctx context.Context) (err error) { p, err = u.s.ListPools(ctx); return err })
 	return p, err
 }
@@ -120,7 +121,7 @@ func (u unavailableStore) ListBlocks(ctx context.Context) (b []ipam.Block, err e
 }
 
 // CachedPools reads the informer cache: no request, no bound.
-func (u unavailableStore) CachedPools(ctx context.Context) ([]ipam.Pool, error) {
+func (u unavailableStore) CachedPools(ctx context.Context) ([]model.Pool, error) {
 	p, err := u.s.CachedPools(ctx)
 	return p, markUnavailable(err)
 }

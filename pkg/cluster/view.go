@@ -108,6 +108,7 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger, opts ...ViewOpt
 	}
 	v.cfg, v.c, v.cache = cfg, c, ca
 	v.store = NewIPAMStore(c, logger).WithCache(ca)
+	v.store.warn = v.report // one Event for a problem both find
 	v.warned = map[string]bool{}
 	return v, nil
 }
@@ -186,49 +187,21 @@ func (v *View) Nodes() ([]model.NodeInfo, error) {
 	return out, nil
 }
 
-// Pools returns the usable IPPools. What admission could not catch is
-// reported as an Event naming the pool and left out: a pool overlapping
-// an older one, or one with both encapsulations set (written by a client
-// that skipped validation).
-func (v *View) Pools() ([]model.PoolMode, error) {
+// Pools returns the usable IPPools, sorted by name: the same ones the
+// IPAM store lists, by the same rules (parsePools). What admission could
+// not catch (a pool overlapping an older one, a field written by a client
+// that skipped validation) is reported as an Event naming the pool and
+// field, and that pool is left out.
+func (v *View) Pools() ([]model.Pool, error) {
 	var l v1alpha1.IPPoolList
 	if err := v.cache.List(context.Background(), &l); err != nil {
 		return nil, fmt.Errorf("list ippools: %w", err)
 	}
-	items := l.Items
-	// Older pools win an overlap; name breaks ties.
-	slices.SortFunc(items, func(a, b v1alpha1.IPPool) int {
-		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	var out []model.PoolMode
-	for i := range items {
-		p := &items[i]
-		cidr, err := p.Spec.CIDR.Prefix()
-		if err != nil {
-			v.Warn("IPPool", p.Name, "InvalidCIDR", fmt.Sprintf("spec.cidr: %v; the pool is ignored", err))
-			continue
-		}
-		vx, ip := model.EncapMode(p.Spec.VXLANMode), model.EncapMode(p.Spec.IPIPMode)
-		if vx == "" {
-			vx = model.EncapNever
-		}
-		if ip == "" {
-			ip = model.EncapNever
-		}
-		if vx != model.EncapNever && ip != model.EncapNever {
-			v.Warn("IPPool", p.Name, "BothEncapsulations", fmt.Sprintf("spec.ipipMode=%s and spec.vxlanMode=%s: at most one may be enabled; the pool is ignored until one is Never", ip, vx))
-			continue
-		}
-		if j := slices.IndexFunc(out, func(o model.PoolMode) bool { return o.CIDR.Overlaps(cidr) }); j >= 0 {
-			v.Warn("IPPool", p.Name, "OverlappingPool", fmt.Sprintf("spec.cidr %s overlaps IPPool %s (%s); the newer pool is ignored", cidr, out[j].Name, out[j].CIDR))
-			continue
-		}
-		out = append(out, model.PoolMode{Name: p.Name, CIDR: cidr, VXLAN: vx, IPIP: ip, Disabled: p.Spec.Disabled, DisableBGPExport: p.Spec.DisableBGPExport})
+	pools, problems := parsePools(l.Items)
+	for _, p := range problems {
+		v.report(p)
 	}
-	return out, nil
+	return pools, nil
 }
 
 // BGPPeers returns the explicit peers that name an IP ("ip" or
@@ -442,6 +415,9 @@ func (v *View) gone(ctx context.Context, gvk schema.GroupVersionKind, cached cli
 	}
 	return apierrors.IsNotFound(err)
 }
+
+// report is Warn for a problem.
+func (v *View) report(p problem) { v.Warn(p.Kind, p.Name, p.Reason, p.Message) }
 
 // Warn logs a problem with an object and records a Warning Event on it,
 // once per distinct message.

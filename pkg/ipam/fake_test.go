@@ -7,21 +7,25 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // memStore is a Store with the API's concurrency semantics: create fails
 // on an existing name, update and delete fail on a stale version.
 type memStore struct {
 	mu     sync.Mutex
-	pools  []Pool
+	pools  []model.Pool
 	blocks map[string]Block
 	rv     int
 	writes int
 }
 
-func newMem(pools ...Pool) *memStore { return &memStore{pools: pools, blocks: map[string]Block{}} }
+func newMem(pools ...model.Pool) *memStore {
+	return &memStore{pools: pools, blocks: map[string]Block{}}
+}
 
-func (m *memStore) ListPools(context.Context) ([]Pool, error) {
+func (m *memStore) ListPools(context.Context) ([]model.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.pools), nil
@@ -101,13 +105,13 @@ func (m *memStore) DeleteBlock(_ context.Context, b Block) error {
 type lagStore struct {
 	*memStore
 	snapBlocks []Block
-	snapPools  []Pool
+	snapPools  []model.Pool
 	lists      int
 }
 
 var _ CachedStore = (*lagStore)(nil)
 
-func newLag(pools ...Pool) *lagStore { return &lagStore{memStore: newMem(pools...)} }
+func newLag(pools ...model.Pool) *lagStore { return &lagStore{memStore: newMem(pools...)} }
 
 func (l *lagStore) sync() {
 	l.snapBlocks, _ = l.memStore.ListBlocks(context.Background())
@@ -129,6 +133,6 @@ func (l *lagStore) CachedBlocks(context.Context) ([]Block, error) {
 	return out, nil
 }
 
-func (l *lagStore) CachedPools(context.Context) ([]Pool, error) {
+func (l *lagStore) CachedPools(context.Context) ([]model.Pool, error) {
 	return slices.Clone(l.snapPools), nil
 }

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // ErrExhausted is returned when no pool selected for the node has a free
@@ -37,7 +39,7 @@ type Config struct {
 	ReleaseGrace time.Duration
 	// PoolSelected reports whether a pool may serve this node. The
 	// default accepts enabled pools with an empty or "all()" selector.
-	PoolSelected func(Pool) bool
+	PoolSelected func(model.Pool) bool
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 	// Logger gets one line per claim, release and borrow.
@@ -53,7 +55,7 @@ func (c *Config) Defaults() {
 		c.ReleaseGrace = 5 * time.Minute
 	}
 	if c.PoolSelected == nil {
-		c.PoolSelected = func(p Pool) bool {
+		c.PoolSelected = func(p model.Pool) bool {
 			return !p.Disabled && (p.NodeSelector == "" || p.NodeSelector == "all()")
 		}
 	}
@@ -106,7 +108,7 @@ const overlayTTL = 10 * time.Second
 // view is a listing of blocks and pools, cached or fresh.
 type view struct {
 	blocks []Block
-	pools  []Pool
+	pools  []model.Pool
 	cached bool
 }
 
@@ -251,7 +253,7 @@ func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h str
 		}
 	}
 	inPools := func(b Block) bool {
-		return slices.ContainsFunc(pools, func(p Pool) bool { return p.CIDR.Contains(b.CIDR.Addr()) })
+		return slices.ContainsFunc(pools, func(p model.Pool) bool { return p.CIDR.Contains(b.CIDR.Addr()) })
 	}
 	// 1. A free address in a confirmed block of our own.
 	for _, b := range sortedBlocks(blocks) {
@@ -293,14 +295,14 @@ func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h str
 	return Result{}, fmt.Errorf("%w: every address of %s is allocated; add an IPPool or free addresses", ErrExhausted, strings.Join(names, ", "))
 }
 
-func (a *Allocator) selectedPools(all []Pool) []Pool {
-	var ps []Pool
+func (a *Allocator) selectedPools(all []model.Pool) []model.Pool {
+	var ps []model.Pool
 	for _, p := range all {
 		if a.cfg.PoolSelected(p) && p.CIDR.IsValid() {
 			ps = append(ps, p)
 		}
 	}
-	slices.SortFunc(ps, func(x, y Pool) int { return strings.Compare(x.Name, y.Name) })
+	slices.SortFunc(ps, func(x, y model.Pool) int { return strings.Compare(x.Name, y.Name) })
 	return ps
 }
 
@@ -314,14 +316,14 @@ func sortedBlocks(bs []Block) []Block {
 
 // freeBlock finds the lowest block CIDR of a selected pool that no block
 // object uses yet and that overlaps none.
-func (a *Allocator) freeBlock(pools []Pool, blocks []Block) (netip.Prefix, bool) {
+func (a *Allocator) freeBlock(pools []model.Pool, blocks []Block) (netip.Prefix, bool) {
 	for _, p := range pools {
 		bs := p.BlockSize
 		if bs == 0 {
-			bs = 26
+			bs = model.DefaultBlockSize
 		}
-		if bs < p.CIDR.Bits() || bs > 32 {
-			continue
+		if bs < p.CIDR.Bits() || bs > model.MaxBlockSize {
+			continue // pkg/cluster never lists such a pool; a test store might
 		}
 		n := 1 << (bs - p.CIDR.Bits())
 		base := p.CIDR.Masked().Addr().As4()

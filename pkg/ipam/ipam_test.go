@@ -13,12 +13,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wren-net/wren/pkg/model"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func pool(name, cidr string, bs int) Pool {
-	return Pool{Name: name, CIDR: netip.MustParsePrefix(cidr), BlockSize: bs}
+func pool(name, cidr string, bs int) model.Pool {
+	return model.Pool{Name: name, CIDR: netip.MustParsePrefix(cidr), BlockSize: bs}
 }
 
 func alloc(t *testing.T, s Store, node string, now func() time.Time) *Allocator {
@@ -300,7 +302,7 @@ type downStore struct {
 	calls int
 }
 
-func (d *downStore) ListPools(context.Context) ([]Pool, error) {
+func (d *downStore) ListPools(context.Context) ([]model.Pool, error) {
 	d.calls++
 	return nil, fmt.Errorf("list ippools: connection refused: %w", ErrUnavailable)
 }
@@ -394,7 +396,7 @@ func TestCachedStore(t *testing.T) {
 	// A pool the cache has not seen yet.
 	s2 := newLag()
 	s2.sync() // empty cache
-	s2.pools = []Pool{pool("late", "10.244.9.0/26", 26)}
+	s2.pools = []model.Pool{pool("late", "10.244.9.0/26", 26)}
 	c := alloc(t, s2, "node-c", nil)
 	if r, err := c.Allocate(ctx, req("x")); err != nil || r.Block != netip.MustParsePrefix("10.244.9.0/26") {
 		t.Fatalf("allocation from a pool not yet cached = %+v, %v", r, err)

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // Errors a Store returns; the allocator retries on ErrConflict and
@@ -37,14 +39,11 @@ const (
 	StateConfirmed = "confirmed"
 )
 
-// Pool is an IPPool as IPAM needs it.
-type Pool struct {
-	Name         string
-	CIDR         netip.Prefix
-	BlockSize    int
-	Disabled     bool
-	NodeSelector string // Calico selector; "" and "all()" select every node
-}
+// Pool is the old name of model.Pool, the IPPool as pkg/cluster
+// translates it for IPAM and the agent alike.
+//
+// Deprecated: use model.Pool; pkg/agent moves over next.
+type Pool = model.Pool
 
 // Allocation is one address handed out from a block.
 type Allocation struct {
@@ -91,7 +90,7 @@ func size(p netip.Prefix) int { return 1 << (32 - p.Bits()) }
 // (pkg/cluster), a map in the unit tier. Every write is conditional.
 type Store interface {
 	// ListPools returns every IPPool.
-	ListPools(ctx context.Context) ([]Pool, error)
+	ListPools(ctx context.Context) ([]model.Pool, error)
 	// ListBlocks returns every block (possibly from a cache; stale data
 	// surfaces as ErrConflict on write).
 	ListBlocks(ctx context.Context) ([]Block, error)
@@ -112,5 +111,5 @@ type Store interface {
 type CachedStore interface {
 	Store
 	CachedBlocks(ctx context.Context) ([]Block, error)
-	CachedPools(ctx context.Context) ([]Pool, error)
+	CachedPools(ctx context.Context) ([]model.Pool, error)
 }

@@ -217,15 +217,46 @@ type Node struct {
 	IPIPTunnelIP  netip.Addr
 }
 
-// PoolMode is the encapsulation part of an IPPool.
-type PoolMode struct {
-	Name             string
-	CIDR             netip.Prefix
-	VXLAN            EncapMode
-	IPIP             EncapMode
-	Disabled         bool
-	DisableBGPExport bool // the pool's blocks are never advertised
+// Block sizes of an IPPool (SPEC.md "Custom resources"): the prefix
+// length of the blocks nodes claim from it.
+const (
+	DefaultBlockSize = 26 // 64 addresses, as in Calico
+	MinBlockSize     = 20
+	MaxBlockSize     = 32
+)
+
+// Pool is an IPPool as pkg/cluster translates it, for IPAM (which blocks
+// a node may claim) and for the agent (how blocks are routed, advertised
+// and accepted). pkg/cluster fills in the defaults and leaves out pools it
+// cannot use, so every Pool is valid: CIDR an IPv4 network, BlockSize in
+// MinBlockSize..MaxBlockSize and at least CIDR's prefix length, VXLAN and
+// IPIP never "" and at most one of them not EncapNever, and no two Pools
+// overlap.
+type Pool struct {
+	Name      string
+	CIDR      netip.Prefix
+	BlockSize int // prefix length of the pool's blocks
+	VXLAN     EncapMode
+	IPIP      EncapMode
+	// NATOutgoing masquerades traffic from the pool's pods to destinations
+	// outside every pool.
+	NATOutgoing bool
+	// DisableBGPExport: the pool's blocks are never advertised.
+	DisableBGPExport bool
+	// NodeSelector is a Calico selector over node labels choosing the
+	// nodes that claim blocks from the pool; "" and "all()" select every
+	// node. pkg/cluster reports one that does not parse; it selects no
+	// node.
+	NodeSelector string
+	// Disabled: no new addresses from the pool; the addresses it has
+	// handed out keep being routed.
+	Disabled bool
 }
+
+// PoolMode is the old name of Pool.
+//
+// Deprecated: use Pool; pkg/agent moves over next.
+type PoolMode = Pool
 
 // NodeInfo is a Node as the cluster layer reports it.
 type NodeInfo struct {
