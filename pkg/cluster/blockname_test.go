@@ -26,11 +26,6 @@ func TestBlockName(t *testing.T) {
 		if got := v1alpha1.BlockName(p); got != tc.want {
 			t.Errorf("BlockName(%s) = %q, want %q", tc.cidr, got, tc.want)
 		}
-		// pkg/ipam names blocks itself; both must agree or the store
-		// would look blocks up under the wrong name.
-		if got := ipam.BlockName(p); got != tc.want {
-			t.Errorf("ipam.BlockName(%s) = %q, want %q", tc.cidr, got, tc.want)
-		}
 	}
 }
 

@@ -194,7 +194,7 @@ func TestIPAMStoreAllocatorsRace(t *testing.T) {
 			for i := range perNode {
 				req := ipam.Request{Namespace: "default", Pod: fmt.Sprintf("%s-pod-%d", node, i), ContainerID: fmt.Sprintf("c%d", i)}
 				res, err := a.Allocate(ctx, req)
-				results <- result{handle: "default/" + req.Pod + "/" + req.ContainerID, ip: res.IP, err: err}
+				results <- result{handle: ipam.PodHandle("default", req.Pod, req.ContainerID), ip: res.IP, err: err}
 			}
 		}()
 	}

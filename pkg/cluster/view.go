@@ -256,8 +256,8 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 }
 
 // BGPConfig returns the BGPConfiguration named default with defaults
-// filled in (AS 0 meaning "nodes use 64512", mesh on, port 179). Service
-// ranges that do not parse are reported and left out.
+// filled in (AS 0 meaning "nodes use model.DefaultAS", mesh on, port
+// 179). Service ranges that do not parse are reported and left out.
 func (v *View) BGPConfig() (model.BGPConfig, error) {
 	cfg := model.BGPConfig{MeshEnabled: true, ListenPort: 179}
 	var o v1alpha1.BGPConfiguration

@@ -16,13 +16,13 @@ import (
 type memStore struct {
 	mu     sync.Mutex
 	pools  []model.Pool
-	blocks map[string]Block
+	blocks map[netip.Prefix]Block
 	rv     int
 	writes int
 }
 
 func newMem(pools ...model.Pool) *memStore {
-	return &memStore{pools: pools, blocks: map[string]Block{}}
+	return &memStore{pools: pools, blocks: map[netip.Prefix]Block{}}
 }
 
 func (m *memStore) ListPools(context.Context) ([]model.Pool, error) {
@@ -45,7 +45,7 @@ func (m *memStore) ListBlocks(context.Context) ([]Block, error) {
 func (m *memStore) GetBlock(_ context.Context, c netip.Prefix) (Block, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b, ok := m.blocks[BlockName(c)]
+	b, ok := m.blocks[c]
 	if !ok {
 		return Block{}, ErrNotFound
 	}
@@ -58,11 +58,11 @@ func (m *memStore) CreateBlock(_ context.Context, b Block) (Block, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.writes++
-	if _, ok := m.blocks[b.Name()]; ok {
-		return Block{}, fmt.Errorf("create %s: %w", b.Name(), ErrExists)
+	if _, ok := m.blocks[b.CIDR]; ok {
+		return Block{}, fmt.Errorf("create %s: %w", b.CIDR, ErrExists)
 	}
 	b.Version = m.next()
-	m.blocks[b.Name()] = b
+	m.blocks[b.CIDR] = b
 	return b, nil
 }
 
@@ -70,16 +70,16 @@ func (m *memStore) UpdateBlock(_ context.Context, b Block) (Block, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.writes++
-	cur, ok := m.blocks[b.Name()]
+	cur, ok := m.blocks[b.CIDR]
 	if !ok {
 		return Block{}, ErrNotFound
 	}
 	if cur.Version != b.Version {
-		return Block{}, fmt.Errorf("update %s at %s (now %s): %w", b.Name(), b.Version, cur.Version, ErrConflict)
+		return Block{}, fmt.Errorf("update %s at %s (now %s): %w", b.CIDR, b.Version, cur.Version, ErrConflict)
 	}
 	b.Version = m.next()
 	b.Allocations = slices.Clone(b.Allocations)
-	m.blocks[b.Name()] = b
+	m.blocks[b.CIDR] = b
 	return b, nil
 }
 
@@ -87,14 +87,14 @@ func (m *memStore) DeleteBlock(_ context.Context, b Block) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.writes++
-	cur, ok := m.blocks[b.Name()]
+	cur, ok := m.blocks[b.CIDR]
 	if !ok {
 		return ErrNotFound
 	}
 	if cur.Version != b.Version {
 		return ErrConflict
 	}
-	delete(m.blocks, b.Name())
+	delete(m.blocks, b.CIDR)
 	return nil
 }
 

@@ -184,8 +184,8 @@ func New(cfg Config, store Store) (*Allocator, error) {
 // Request asks for one address.
 type Request struct {
 	Namespace, Pod, ContainerID string
-	// Handle overrides the default "namespace/pod/containerID" handle,
-	// for node addresses such as the VXLAN tunnel address.
+	// Handle overrides the pod's handle (PodHandle), for a node's own
+	// address such as its VXLAN tunnel address (NodeHandle).
 	Handle string
 }
 
@@ -193,7 +193,7 @@ func (r Request) handle() string {
 	if r.Handle != "" {
 		return r.Handle
 	}
-	return r.Namespace + "/" + r.Pod + "/" + r.ContainerID
+	return PodHandle(r.Namespace, r.Pod, r.ContainerID)
 }
 
 // Result is an allocated address and the block it came from.

@@ -34,14 +34,6 @@ func alloc(t *testing.T, s Store, node string, now func() time.Time) *Allocator 
 
 func req(pod string) Request { return Request{Namespace: "default", Pod: pod, ContainerID: "c-" + pod} }
 
-func TestBlockName(t *testing.T) {
-	for in, want := range map[string]string{"10.244.3.64/26": "10-244-3-64-26", "10.244.0.0/32": "10-244-0-0-32"} {
-		if got := BlockName(netip.MustParsePrefix(in)); got != want {
-			t.Errorf("BlockName(%s) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestClaimAndAllocate: the first address claims the lowest block (pending
 // then confirmed), later ones fill it, the 65th claims the next block, and
 // repeating a request returns the same address.
@@ -228,7 +220,7 @@ func TestGC(t *testing.T) {
 	a, b := alloc(t, s, "node-a", nil), alloc(t, s, "node-b", nil)
 	a.Allocate(ctx, req("alive"))
 	a.Allocate(ctx, req("dead"))
-	a.Allocate(ctx, Request{Handle: "node/node-a/vxlan"})
+	a.Allocate(ctx, Request{Handle: NodeHandle("node-a", NodeAddrVXLAN)})
 	b.Allocate(ctx, req("other-node-dead"))
 	var asked []string
 	rel, err := a.GC(ctx, func(_ context.Context, ns, pod string) bool {

@@ -3,9 +3,7 @@ package ipam
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/wren-net/wren/pkg/model"
@@ -48,8 +46,8 @@ type Pool = model.Pool
 // Allocation is one address handed out from a block.
 type Allocation struct {
 	IP netip.Addr
-	// Handle identifies the owner: "namespace/pod/containerID" for pods,
-	// or a fixed handle for node addresses ("node/<node>/vxlan").
+	// Handle identifies the owner: PodHandle for a pod, NodeHandle for a
+	// node's own address.
 	Handle      string
 	Namespace   string
 	Pod         string
@@ -71,14 +69,6 @@ type Block struct {
 	EmptySince time.Time
 	// Version is the store's opaque resourceVersion; "" for a new block.
 	Version string
-}
-
-// Name is the object name of a block: "10-244-3-64-26" for 10.244.3.64/26.
-func (b Block) Name() string { return BlockName(b.CIDR) }
-
-// BlockName derives an IPAMBlock name from its CIDR.
-func BlockName(p netip.Prefix) string {
-	return strings.ReplaceAll(p.Addr().String(), ".", "-") + "-" + fmt.Sprint(p.Bits())
 }
 
 // Free returns how many addresses of the block are not allocated.

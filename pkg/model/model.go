@@ -175,10 +175,16 @@ type Desired struct {
 	Advertise []netip.Prefix
 }
 
+// DefaultAS is the nodes' AS number when neither their
+// wren.network/as-number annotation nor the BGPConfiguration sets one
+// (SPEC.md "BGP behaviour"): 64512, the first private 16-bit AS number
+// (RFC 6996), Calico's default too.
+const DefaultAS = 64512
+
 // BGPConfig is the cluster-wide BGP configuration (the BGPConfiguration
 // named default, with defaults filled in).
 type BGPConfig struct {
-	AS           uint32 // 0 when unset: nodes use 64512
+	AS           uint32 // 0 when unset: nodes use DefaultAS
 	MeshEnabled  bool
 	ListenPort   int
 	ServiceCIDRs []netip.Prefix

@@ -152,8 +152,9 @@ type IPAMBlockList struct {
 // BlockName is the object name of the IPAMBlock for cidr: the address
 // with '.' (and ':') replaced by '-', then '-' and the prefix length, e.g.
 // "10-244-3-64-26" for 10.244.3.64/26 (an object name cannot contain '/').
-// It matches pkg/ipam's BlockName for IPv4, and the CRD rejects an
-// IPAMBlock whose name is not BlockName of its spec.cidr.
+// It is the only definition of the name (pkg/ipam knows blocks by CIDR),
+// and the CRD rejects an IPAMBlock whose name is not BlockName of its
+// spec.cidr.
 func BlockName(cidr netip.Prefix) string {
 	a := strings.NewReplacer(".", "-", ":", "-").Replace(cidr.Addr().String())
 	return a + "-" + strconv.Itoa(cidr.Bits())
