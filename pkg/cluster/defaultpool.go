@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/model"
 )
 
 // DefaultPoolName is the IPPool EnsureDefaultPool creates (Calico's
@@ -24,7 +25,7 @@ const DefaultPoolName = "default-ipv4-ippool"
 // like Calico's CALICO_IPV4POOL_CIDR and friends). CIDR "" means none.
 type DefaultPool struct {
 	CIDR        string
-	BlockSize   int    // 0: the CRD default (26)
+	BlockSize   int    // 0: model.DefaultBlockSize, as in the CRD
 	VXLANMode   string // Always | CrossSubnet | Never ("": Never)
 	IPIPMode    string // Always | CrossSubnet | Never ("": Never)
 	NATOutgoing bool
@@ -45,8 +46,13 @@ func (p DefaultPool) Validate() error {
 	case pfx.Masked() != pfx:
 		return fmt.Errorf("default IPv4 pool: CIDR %q has host bits set (did you mean %s?)", p.CIDR, pfx.Masked())
 	}
-	if p.BlockSize != 0 && (p.BlockSize < 20 || p.BlockSize > 32 || p.BlockSize < pfx.Bits()) {
-		return fmt.Errorf("default IPv4 pool: block size %d must be 20..32 and at least the pool's prefix length %d", p.BlockSize, pfx.Bits())
+	bs := p.BlockSize
+	if bs == 0 {
+		bs = model.DefaultBlockSize
+	}
+	if bs < model.MinBlockSize || bs > model.MaxBlockSize || bs < pfx.Bits() {
+		return fmt.Errorf("default IPv4 pool: block size %d must be %d..%d and at least the pool's prefix length %d",
+			bs, model.MinBlockSize, model.MaxBlockSize, pfx.Bits())
 	}
 	var errs []error
 	for _, m := range []struct{ name, v string }{{"VXLAN mode", p.VXLANMode}, {"IPIP mode", p.IPIPMode}} {
@@ -90,7 +96,7 @@ func EnsureDefaultPool(ctx context.Context, cfg *rest.Config, p DefaultPool, log
 	spec := v1alpha1.IPPoolSpec{CIDR: v1alpha1.CIDR(p.CIDR), BlockSize: int32(p.BlockSize), NATOutgoing: p.NATOutgoing,
 		VXLANMode: v1alpha1.EncapMode(p.VXLANMode), IPIPMode: v1alpha1.EncapMode(p.IPIPMode)}
 	if spec.BlockSize == 0 {
-		spec.BlockSize = 26
+		spec.BlockSize = model.DefaultBlockSize
 	}
 	for _, m := range []*v1alpha1.EncapMode{&spec.VXLANMode, &spec.IPIPMode} {
 		if *m == "" {

@@ -28,6 +28,8 @@ func TestDefaultPoolValidate(t *testing.T) {
 		{cluster.DefaultPool{CIDR: "10.244.1.0/16"}, "did you mean 10.244.0.0/16"},
 		{cluster.DefaultPool{CIDR: "10.244.0.0/16", BlockSize: 19}, "block size 19"},
 		{cluster.DefaultPool{CIDR: "10.244.0.0/24", BlockSize: 22}, "block size 22"},
+		{cluster.DefaultPool{CIDR: "10.244.0.0/28"}, "block size 26 must be 20..32 and at least the pool's prefix length 28"},
+		{cluster.DefaultPool{CIDR: "10.244.0.0/28", BlockSize: 30}, ""},
 		{cluster.DefaultPool{CIDR: "10.244.0.0/16", VXLANMode: "always"}, `VXLAN mode "always"`},
 		{cluster.DefaultPool{CIDR: "10.244.0.0/16", VXLANMode: "Always", IPIPMode: "CrossSubnet"}, "at most one"},
 	} {
