@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -27,14 +26,6 @@ import (
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
-)
-
-// Node annotations (SPEC.md "Names").
-const (
-	AnnotationIPv4     = "wren.network/ipv4-address"
-	AnnotationVXLANIP  = "wren.network/ipv4-vxlan-tunnel-addr"
-	AnnotationVXLANMAC = "wren.network/vxlan-tunnel-mac"
-	AnnotationIPIPIP   = "wren.network/ipv4-ipip-tunnel-addr"
 )
 
 // View is the agent's view of the cluster: informer caches of Nodes,
@@ -142,8 +133,9 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 	return nil
 }
 
-// Nodes returns every Node with Wren's annotations parsed. A malformed
-// annotation is reported and ignored.
+// Nodes returns every Node with Wren's annotations and labels parsed
+// (parseNode). A malformed annotation or label is reported as an Event
+// naming the Node and the key, and ignored.
 func (v *View) Nodes() ([]model.NodeInfo, error) {
 	var l corev1.NodeList
 	if err := v.cache.List(context.Background(), &l); err != nil {
@@ -151,36 +143,9 @@ func (v *View) Nodes() ([]model.NodeInfo, error) {
 	}
 	out := make([]model.NodeInfo, 0, len(l.Items))
 	for i := range l.Items {
-		n := &l.Items[i]
-		ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Annotations: n.Annotations, Labels: n.Labels}
-		if s := n.Annotations[AnnotationIPv4]; s != "" {
-			if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
-				ni.IP = p
-			} else {
-				v.Warn("Node", n.Name, "BadAnnotation", fmt.Sprintf("annotation %s=%q is not an IPv4 address in CIDR form (like 198.18.0.11/24)", AnnotationIPv4, s))
-			}
-		}
-		if s := n.Annotations[AnnotationVXLANIP]; s != "" {
-			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				ni.VXLANTunnelIP = a
-			}
-		}
-		if s := n.Annotations[AnnotationVXLANMAC]; s != "" {
-			if m, err := net.ParseMAC(s); err == nil && len(m) == 6 {
-				ni.VTEPMAC = m
-			}
-		}
-		if s := n.Annotations[AnnotationIPIPIP]; s != "" {
-			if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-				ni.IPIPTunnelIP = a
-			}
-		}
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
-					ni.InternalIP = ip
-				}
-			}
+		ni, problems := parseNode(&l.Items[i])
+		for _, p := range problems {
+			v.report(p)
 		}
 		out = append(out, ni)
 	}

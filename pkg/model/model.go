@@ -264,12 +264,47 @@ type Pool struct {
 // Deprecated: use Pool; pkg/agent moves over next.
 type PoolMode = Pool
 
-// NodeInfo is a Node as the cluster layer reports it.
+// DefaultRRClusterID is a route reflector's cluster ID when its
+// wren.network/route-reflector label is not a dotted quad: one ID for
+// the whole cluster, so that reflectors drop routes reflected by each
+// other (RFC 4456 CLUSTER_LIST loop detection) instead of reflecting them
+// back into the cluster. 244.0.0.1 is the value Calico's documentation
+// uses for routeReflectorClusterID.
+var DefaultRRClusterID = netip.AddrFrom4([4]byte{244, 0, 0, 1})
+
+// NodeInfo is a Node as pkg/cluster reports it: Node's addresses, the
+// node's BGP facts, and its labels, each annotation and label parsed
+// there (a malformed one is reported on the Node and ignored).
 type NodeInfo struct {
 	Node
+	// Labels are the Node's labels, for node selectors (IPPool and
+	// BGPPeer nodeSelector, BGPPeer peerSelector).
+	Labels map[string]string
+	// Annotations are the Node's annotations, unparsed.
+	//
+	// Deprecated: use the typed fields (AS); pkg/agent moves over next.
 	Annotations map[string]string
-	Labels      map[string]string
 	InternalIP  netip.Addr // status.addresses InternalIP, if any
+	// AS is the node's own AS number (annotation wren.network/as-number);
+	// 0 when the node has none. See EffectiveAS.
+	AS uint32
+	// RouteReflector: the node carries the label
+	// wren.network/route-reflector. RRClusterID is then its cluster ID:
+	// the label's value if that is a dotted quad, else DefaultRRClusterID.
+	RouteReflector bool
+	RRClusterID    netip.Addr
+}
+
+// EffectiveAS is the AS the node speaks: its own, else clusterAS (the
+// BGPConfiguration's asNumber, 0 when unset), else DefaultAS.
+func (n NodeInfo) EffectiveAS(clusterAS uint32) uint32 {
+	switch {
+	case n.AS != 0:
+		return n.AS
+	case clusterAS != 0:
+		return clusterAS
+	}
+	return DefaultAS
 }
 
 // BGPSession is one BGP session a node wants.

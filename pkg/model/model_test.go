@@ -33,3 +33,21 @@ func TestRouteValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestEffectiveAS(t *testing.T) {
+	for _, tc := range []struct {
+		node, cluster, want uint32
+	}{
+		{0, 0, DefaultAS},
+		{0, 64600, 64600},
+		{65010, 64600, 65010},
+		{65010, 0, 65010},
+	} {
+		if got := (NodeInfo{AS: tc.node}).EffectiveAS(tc.cluster); got != tc.want {
+			t.Errorf("node AS %d, cluster AS %d: EffectiveAS = %d, want %d", tc.node, tc.cluster, got, tc.want)
+		}
+	}
+	if DefaultAS != 64512 || DefaultRRClusterID != netip.MustParseAddr("244.0.0.1") {
+		t.Errorf("defaults %d, %s; SPEC.md says 64512 and Calico's 244.0.0.1", DefaultAS, DefaultRRClusterID)
+	}
+}
