@@ -154,6 +154,7 @@ type Reconciler struct {
 	mu    sync.Mutex
 	plan  *plan
 	stats Stats
+	pins  map[uint64]netip.Prefix // written by AddNow, not yet in a Set
 
 	// Scratch reused by Apply so a 100k-route resync allocates little.
 	applyMu sync.Mutex
@@ -190,7 +191,7 @@ func New(cfg Config, k Kernel) (*Reconciler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Reconciler{cfg: cfg, k: k, plan: &plan{index: map[uint64]int32{}}}, nil
+	return &Reconciler{cfg: cfg, k: k, plan: &plan{index: map[uint64]int32{}}, pins: map[uint64]netip.Prefix{}}, nil
 }
 
 // Set replaces the desired routes. It does no I/O. Invalid routes and
@@ -215,6 +216,11 @@ func (r *Reconciler) Set(rs []model.Route) {
 	}
 	r.mu.Lock()
 	r.plan = p
+	for k := range r.pins {
+		if _, ok := p.index[k]; ok {
+			delete(r.pins, k) // the loop has it now
+		}
+	}
 	r.mu.Unlock()
 }
 
@@ -308,6 +314,16 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 		}
 		dels = append(dels, Op{Delete: true, Route: cur})
 	})
+	// Routes AddNow wrote are read after the listing: one in the list was
+	// pinned before it was written, so it is seen here and kept.
+	r.mu.Lock()
+	if len(r.pins) > 0 {
+		dels = slices.DeleteFunc(dels, func(op Op) bool {
+			_, pinned := r.pins[key4(op.Route.Dst)]
+			return pinned && op.Route.Tos == 0 && op.Route.Priority == 0
+		})
+	}
+	r.mu.Unlock()
 	r.dels = dels
 	if listErr != nil {
 		r.ops = ops
@@ -352,12 +368,15 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 // pod is reachable without waiting for a full resync. It is an exclusive
 // add: a route that already holds the destination (ours from an earlier
 // ADD, or a foreign one) is left as it is, and the next Apply reconciles
-// or reports it. The caller must keep rt in the desired set of every Apply
-// that starts after this call, or that Apply deletes it again.
+// or reports it. The route is pinned: no Apply deletes it until a Set
+// includes its destination, or Unpin.
 func (r *Reconciler) AddNow(rt model.Route, oif int) error {
 	if err := rt.Validate(); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	r.pins[key4(rt.Dst)] = rt.Dst
+	r.mu.Unlock()
 	k, err := r.kroute(rt, map[string]int{rt.Device: oif})
 	if err != nil {
 		return err
@@ -366,6 +385,13 @@ func (r *Reconciler) AddNow(rt model.Route, oif int) error {
 		return fmt.Errorf("add route %s: %w", k, explain(err))
 	}
 	return nil
+}
+
+// Unpin drops AddNow's pin of dst (the ADD failed, or DEL removed the pod).
+func (r *Reconciler) Unpin(dst netip.Prefix) {
+	r.mu.Lock()
+	delete(r.pins, key4(dst))
+	r.mu.Unlock()
 }
 
 func opName(op Op) string {

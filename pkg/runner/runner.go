@@ -57,6 +57,9 @@ type Runner struct {
 	cfg  Config
 	fn   func(context.Context) error
 	poke chan struct{}
+
+	fastCh <-chan struct{}
+	fast   func(context.Context) bool
 }
 
 // New returns a runner for fn; cfg is defaulted and validated.
@@ -74,6 +77,14 @@ func (r *Runner) Poke() {
 	case r.poke <- struct{}{}:
 	default:
 	}
+}
+
+// Fast adds a cheap second function that runs at once (no MinInterval)
+// each time ch receives, on the loop's goroutine, so it shares fn's state
+// without locks: the agent's BGP best-path changes. It returns true when
+// it could not do its part and a full run is needed. Call before Run.
+func (r *Runner) Fast(ch <-chan struct{}, fast func(context.Context) bool) {
+	r.fastCh, r.fast = ch, fast
 }
 
 // Run loops until ctx ends. It runs fn once at start.
@@ -132,6 +143,8 @@ func (r *Runner) Run(ctx context.Context) error {
 			due = true
 		case <-timer.C:
 			due = true
+		case <-r.fastCh: // nil, and never ready, without Fast
+			due = r.fast(ctx)
 		}
 	}
 }

@@ -97,3 +97,43 @@ func TestValidate(t *testing.T) {
 		t.Fatal("max < min accepted")
 	}
 }
+
+// TestFast: the fast function runs as soon as its channel fires, without
+// waiting for MinInterval, on the loop (never during a full run); when it
+// asks for a full run, that one keeps the MinInterval spacing.
+func TestFast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		cfg := Config{MinInterval: time.Second, MaxInterval: time.Hour, Logger: quiet()}
+		r, err := New(cfg, rec.fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan struct{}, 1)
+		var fastAt []time.Duration
+		needFull := false
+		r.Fast(ch, func(context.Context) bool {
+			fastAt = append(fastAt, time.Since(rec.start))
+			return needFull
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		rec.start = time.Now()
+		go r.Run(ctx)
+		synctest.Wait()
+		time.Sleep(10 * time.Millisecond)
+		ch <- struct{}{}
+		synctest.Wait()
+		time.Sleep(10 * time.Millisecond)
+		needFull = true
+		ch <- struct{}{}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond}; len(fastAt) != 2 || fastAt[0] != want[0] || fastAt[1] != want[1] {
+			t.Errorf("fast runs at %v, want %v", fastAt, want)
+		}
+		if got := rec.got(); len(got) != 2 || got[1] != time.Second {
+			t.Errorf("full runs at %v, want [0s 1s]", got)
+		}
+	})
+}

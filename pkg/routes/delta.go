@@ -1,0 +1,101 @@
+package routes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"syscall"
+
+	"github.com/wren-net/wren/pkg/model"
+)
+
+// Delta changes part of the desired set and writes only that part: routes
+// in up are added or replaced, destinations in down removed. It is the
+// path of BGP best-path changes between full Applies, so it neither lists
+// the kernel nor touches any other route. A later Set replaces the whole
+// desired set as usual.
+//
+// A new destination is an exclusive add, as in Apply: a foreign route that
+// holds it is left alone and reported. Any failed write is returned (joined,
+// naming the route); the caller then runs a full Apply, which finds the
+// kernel as it is. Delta must not run concurrently with Apply (both are the
+// loop's).
+func (r *Reconciler) Delta(ctx context.Context, up []model.Route, down []netip.Prefix) error {
+	if len(up) == 0 && len(down) == 0 {
+		return nil
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	links, err := r.k.Links()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	r.mu.Lock()
+	p := r.plan
+	var errs []error
+	ops := r.ops[:0]
+	for _, rt := range up {
+		if err := rt.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k, err := r.kroute(rt, links)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		key := key4(rt.Dst)
+		if i, ok := p.index[key]; ok {
+			if p.routes[i] == rt {
+				continue
+			}
+			p.routes[i] = rt
+			ops = append(ops, Op{Replace: true, Route: k})
+			continue
+		}
+		p.index[key] = int32(len(p.routes))
+		p.routes = append(p.routes, rt)
+		ops = append(ops, Op{Route: k})
+	}
+	adds := len(ops)
+	for _, dst := range down {
+		key := key4(dst)
+		i, ok := p.index[key]
+		if !ok {
+			continue
+		}
+		// Swap-remove: the last route takes the freed position.
+		last := int32(len(p.routes) - 1)
+		if i != last {
+			p.routes[i] = p.routes[last]
+			p.index[key4(p.routes[i].Dst)] = i
+		}
+		p.routes = p.routes[:last]
+		delete(p.index, key)
+		ops = append(ops, Op{Delete: true, Route: KRoute{Dst: dst.Masked(), Table: r.cfg.Table, Protocol: r.cfg.Protocol}})
+	}
+	r.mu.Unlock()
+	r.ops = ops
+	if len(ops) == 0 {
+		return errors.Join(errs...)
+	}
+	for i, err := range r.k.Write(ops) {
+		if err == nil {
+			if r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+				r.cfg.Logger.Debug("route written", "op", opName(ops[i]), "route", ops[i].Route.String())
+			}
+			continue
+		}
+		if ops[i].Delete && errors.Is(err, syscall.ESRCH) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s route %s: %w", opName(ops[i]), ops[i].Route, explain(err)))
+	}
+	r.cfg.Logger.Debug("route delta applied", "upserts", adds, "deletes", len(ops)-adds)
+	return errors.Join(errs...)
+}
