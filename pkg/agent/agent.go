@@ -8,14 +8,18 @@ import (
 	"net/netip"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/wren-net/wren/pkg/desired"
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/netwatch"
+	"github.com/wren-net/wren/pkg/nodeip"
 	"github.com/wren-net/wren/pkg/proxyarp"
 	"github.com/wren-net/wren/pkg/routes"
 	"github.com/wren-net/wren/pkg/runner"
@@ -45,9 +49,11 @@ type Cluster interface {
 	// BGPConfig is the BGPConfiguration named default, defaults filled in.
 	BGPConfig() (model.BGPConfig, error)
 	IPAMStore() ipam.Store
-	// PublishNode merges annotations into the Node and sets its
-	// NetworkUnavailable condition to False.
-	PublishNode(ctx context.Context, name string, annotations map[string]string) error
+	// AnnotateNode merges annotations into the Node.
+	AnnotateNode(ctx context.Context, name string, annotations map[string]string) error
+	// SetNetworkAvailable sets the Node's NetworkUnavailable condition to
+	// False.
+	SetNetworkAvailable(ctx context.Context, name string) error
 	// PodGone reports whether a pod does not exist, for address GC: true
 	// only when the API server itself (an uncached GET) answered NotFound,
 	// never from a cache that may not show a pod created a moment ago.
@@ -67,7 +73,7 @@ type Cluster interface {
 // Config configures the agent.
 type Config struct {
 	NodeName     string
-	NodeIPMethod string         // see DetectNodeIP
+	NodeIPMethod string         // see nodeip.Detect
 	NetNS        netns.NsHandle // <= 0: the agent's own namespace
 	Sysctl       sysctl.FS
 	IfacePattern string // host MTU interfaces; tunnel.DefaultIfacePattern by default
@@ -127,32 +133,67 @@ type Agent struct {
 	cluster Cluster
 	log     *slog.Logger
 
-	nl     *netlink.Handle
-	kernel *routes.NetlinkKernel
-	routes *routes.Reconciler
-	tun    *tunnel.Reconciler
-	arp    *proxyarp.Reconciler
+	nl     *netlink.Handle       // CNI: pod namespaces, veths
+	kernel *routes.NetlinkKernel // Run: the previous run's routes, netwatch's port IDs
+	host   host
+	routes routeReconciler
+	tun    tunnelReconciler
+	arp    podReconciler
 	alloc  *ipam.Allocator
 	run    *runner.Runner
 	bgp    *bgpState // nil without Config.BGP; the loop's
+	reg    *registrar
 
-	// wl orders veth changes against syncs: a sync holds it (write) from
-	// reading the pinned workloads to the end of its Apply, CNI ADD and
-	// DEL hold it (read) while they create or remove a veth and its
-	// route. So a sync never sweeps the veth of an ADD it did not see,
-	// nor complains about the veth of a DEL it still saw.
-	wl sync.RWMutex
+	// events carries CNI ADDs and DELs (and addresses GC released) to the
+	// loop, which alone owns pinned and released.
+	events chan workloadEvent
+	podMTU atomic.Int32 // the pods' MTU as the loop last computed it, for ADD
 
 	// hk serializes housekeeping rounds (the minute ticker, Housekeep).
 	hk sync.Mutex
 
-	mu       sync.Mutex
-	self     model.NodeInfo
-	podMTU   int
-	pinned   map[string]model.Workload // pods added by CNI ADD (the cache may not show them yet), by handle
-	released map[string]time.Time      // handles removed by CNI DEL (the cache may still show them), and when
-	started  uint64                    // syncs started
-	done     uint64                    // highest sync number completed
+	mu      sync.Mutex
+	self    model.NodeInfo
+	started uint64 // syncs started
+	done    uint64 // highest sync number completed
+
+	// The loop's own: workloads CNI ADD created (the cache may not show
+	// their allocation yet) and handles DEL or GC released (the cache may
+	// still show them), by handle.
+	pinned   map[string]model.Workload
+	released map[string]time.Time
+}
+
+// workloadEvent is a CNI ADD (w) or a release (gone) for the loop.
+type workloadEvent struct {
+	handle string
+	w      model.Workload
+	gone   bool
+}
+
+// tell hands an event to the loop and pokes it. It blocks only while the
+// loop has 1024 events it has not read yet.
+func (a *Agent) tell(e workloadEvent) {
+	a.events <- e
+	a.run.Poke()
+}
+
+// takeEvents applies the pending events to the loop's workload maps.
+func (a *Agent) takeEvents() {
+	for {
+		select {
+		case e := <-a.events:
+			if e.gone {
+				delete(a.pinned, e.handle)
+				a.released[e.handle] = time.Now()
+			} else {
+				a.pinned[e.handle] = e.w
+				delete(a.released, e.handle)
+			}
+		default:
+			return
+		}
+	}
 }
 
 // New builds an agent; it opens kernel handles but changes nothing yet.
@@ -161,7 +202,8 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}}
+	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}, events: make(chan workloadEvent, 1024)}
+	a.reg = newRegistrar(cfg.NodeName, netip.Prefix{}, cluster, nil, cfg.Logger)
 	var err error
 	if cfg.NetNS > 0 {
 		a.nl, err = netlink.NewHandleAt(cfg.NetNS)
@@ -177,6 +219,7 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	if a.routes, err = routes.New(routes.Config{Logger: cfg.Logger.With("component", "routes")}, a.kernel); err != nil {
 		return nil, err
 	}
+	a.host = netlinkHost{nl: a.nl, iface: regexp.MustCompile(cfg.IfacePattern)}
 	a.tun = tunnel.New(tunnel.Config{Logger: cfg.Logger.With("component", "tunnel")}, a.nl)
 	a.arp = proxyarp.New(proxyarp.Config{Sysctl: cfg.Sysctl, Logger: cfg.Logger.With("component", "proxyarp")}, a.nl)
 	if a.run, err = runner.New(cfg.Runner, a.sync); err != nil {
@@ -202,16 +245,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Caches first: nothing is applied before the agent knows the whole
 	// cluster, so a restart deletes no route that is still wanted.
 	a.log.Info("waiting for cluster caches")
-	if err := a.cluster.Start(ctx, a.run.Poke); err != nil {
+	if err := a.cluster.Start(ctx, func() { a.run.Poke(); a.reg.Poke() }); err != nil {
 		return fmt.Errorf("start cluster watches: %w", err)
 	}
-	if err := a.register(ctx); err != nil {
+	if err := a.register(); err != nil {
 		return err
 	}
 	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam"), PoolSelected: a.poolSelected}, a.cluster.IPAMStore())
 	if err != nil {
 		return err
 	}
+	a.reg.ip, a.reg.alloc = a.self.IP, alloc
 	if a.cfg.BGP {
 		a.mu.Lock()
 		self := a.self
@@ -223,24 +267,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.alloc = alloc
 	a.mu.Unlock()
-	errc := make(chan error, 2)
-	go func() { errc <- w.Run(ctx, a.run.Poke) }()
-	go func() { errc <- a.run.Run(ctx) }()
-	go a.housekeeping(ctx)
-	select {
-	case <-ctx.Done():
+	// Every goroutine is joined: Run returns when all have stopped.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx, a.run.Poke) })
+	g.Go(func() error { return a.run.Run(gctx) })
+	g.Go(func() error { a.housekeeping(gctx); return nil })
+	g.Go(func() error { a.reg.run(gctx); return nil })
+	err = g.Wait()
+	if ctx.Err() != nil {
 		return nil
-	case err := <-errc:
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("agent loop stopped: %w", err)
 	}
+	return fmt.Errorf("agent loop stopped: %w", err)
 }
 
-// register detects the node IP, refuses a duplicate, and publishes the
-// annotations (tunnel addresses follow once a VXLAN/IPIP pool exists).
-func (a *Agent) register(ctx context.Context) error {
+// register detects the node IP and refuses one another node already
+// has. The registrar publishes it.
+func (a *Agent) register() error {
 	nodes, err := a.cluster.Nodes()
 	if err != nil {
 		return err
@@ -254,7 +296,7 @@ func (a *Agent) register(ctx context.Context) error {
 	if self.Name == "" {
 		return fmt.Errorf("node %s: no Node object with this name; is --node-name right?", a.cfg.NodeName)
 	}
-	ip, err := DetectNodeIP(a.cfg.NodeIPMethod, a.nl, func() (netip.Addr, error) {
+	ip, err := nodeip.Detect(a.cfg.NodeIPMethod, a.nl, func() (netip.Addr, error) {
 		if !self.InternalIP.IsValid() {
 			return netip.Addr{}, errors.New("Node has no InternalIP address")
 		}
@@ -274,10 +316,7 @@ func (a *Agent) register(ctx context.Context) error {
 	a.self = self
 	a.mu.Unlock()
 	a.log.Info("node address", "ip", ip.Addr, "iface", ip.Iface, "method", a.cfg.NodeIPMethod)
-	return a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{
-		AnnotationIPv4:     ip.Addr.String(),
-		AnnotationVXLANMAC: tunnel.VTEPMAC(a.cfg.NodeName).String(),
-	})
+	return nil
 }
 
 // poolSelected reports whether IPAM may use pool p for this node: an
@@ -303,51 +342,6 @@ func (a *Agent) poolSelected(p ipam.Pool) bool {
 		}
 	}
 	return false
-}
-
-// ensureTunnelAddr allocates and publishes the node's VXLAN tunnel
-// address once a VXLAN pool exists, and its IPIP tunnel address (the
-// address of tunl0, announced in wren.network/ipv4-ipip-tunnel-addr)
-// once an IPIP pool exists. Both come from IPAM with a fixed handle, so
-// a restart finds the same address.
-func (a *Agent) ensureTunnelAddr(ctx context.Context, pools []model.PoolMode, self *model.Node) error {
-	wantVXLAN, wantIPIP := false, false
-	for _, p := range pools {
-		wantVXLAN = wantVXLAN || (!p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != "")
-		wantIPIP = wantIPIP || (!p.Disabled && p.IPIP != model.EncapNever && p.IPIP != "")
-	}
-	var errs []error
-	if wantVXLAN && !self.VXLANTunnelIP.IsValid() {
-		ip, err := a.tunnelAddr(ctx, "vxlan", AnnotationVXLANIP)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("VXLAN tunnel address: %w", err))
-		} else {
-			self.VXLANTunnelIP = ip
-			self.VTEPMAC = tunnel.VTEPMAC(a.cfg.NodeName)
-		}
-	}
-	if wantIPIP && !self.IPIPTunnelIP.IsValid() {
-		ip, err := a.tunnelAddr(ctx, "ipip", AnnotationIPIPIP)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("IPIP tunnel address: %w", err))
-		} else {
-			self.IPIPTunnelIP = ip
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// tunnelAddr allocates the node's address with handle node/<node>/<kind>
-// and publishes it in annotation.
-func (a *Agent) tunnelAddr(ctx context.Context, kind, annotation string) (netip.Addr, error) {
-	r, err := a.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + a.cfg.NodeName + "/" + kind})
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("allocate: %w", err)
-	}
-	if err := a.cluster.PublishNode(ctx, a.cfg.NodeName, map[string]string{annotation: r.IP.String()}); err != nil {
-		return netip.Addr{}, err
-	}
-	return r.IP, nil
 }
 
 // sync is one level-triggered run: read every input, build the desired
@@ -377,48 +371,34 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// This node as the cache has it (labels, the tunnel addresses the
+	// registrar published), with the address this agent detected.
 	a.mu.Lock()
-	self := a.self
+	me := a.self
 	a.mu.Unlock()
 	var peers []model.Node
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
-			// Our published tunnel address, as other nodes see it.
-			if !self.VXLANTunnelIP.IsValid() && n.VXLANTunnelIP.IsValid() {
-				self.VXLANTunnelIP, self.VTEPMAC = n.VXLANTunnelIP, n.VTEPMAC
-			}
-			if !self.IPIPTunnelIP.IsValid() && n.IPIPTunnelIP.IsValid() {
-				self.IPIPTunnelIP = n.IPIPTunnelIP
-			}
+			ip := me.IP
+			me = n
+			me.IP = ip
 			continue
 		}
 		peers = append(peers, n.Node)
 	}
+	self := me
 	var errs []error
-	if err := a.ensureTunnelAddr(ctx, pools, &self.Node); err != nil {
+	mtu, err := a.host.HostMTU()
+	if err != nil {
+		return err
+	}
+	// Without the uplink, routes through it and the VXLAN device wait
+	// (the reconcilers keep what the kernel has); everything else goes on.
+	uplink, err := a.host.Uplink(self.IP)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	a.mu.Lock()
-	a.self.VXLANTunnelIP, a.self.VTEPMAC, a.self.IPIPTunnelIP = self.VXLANTunnelIP, self.VTEPMAC, self.IPIPTunnelIP
-	a.mu.Unlock()
-
-	mtu, err := tunnel.HostMTU(a.nl, regexp.MustCompile(a.cfg.IfacePattern))
-	if err != nil {
-		return err
-	}
-	uplink, err := a.uplink(self.IP)
-	if err != nil {
-		return err
-	}
-	in := Inputs{Self: self.Node, Nodes: peers, Pools: pools, Blocks: blocks, HostMTU: mtu, Uplink: uplink}
-	// Labels (the route-reflector label) from the cache, the address as
-	// this agent detected it.
-	me := self
-	for _, n := range nodes {
-		if n.Name == a.cfg.NodeName {
-			me.Labels, me.Annotations = n.Labels, n.Annotations
-		}
-	}
+	in := desired.Inputs{Self: self.Node, Nodes: peers, Pools: pools, Blocks: blocks, HostMTU: mtu, Uplink: uplink}
 	var bgpCfg model.BGPConfig
 	if a.bgp != nil {
 		if bgpCfg, err = a.cluster.BGPConfig(); err != nil {
@@ -426,33 +406,34 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		}
 		a.bgpInputs(&in, nodes, bgpCfg)
 	}
-	podMTU := mtu
-	if d, _ := Build(in); d.PodMTU != 0 {
-		podMTU = d.PodMTU
-	}
+	podMTU := desired.PodMTU(pools, mtu)
 
 	_, _, apiDown := a.cluster.APIDown()
-	a.wl.Lock()
-	defer a.wl.Unlock()
-	a.mu.Lock()
+	a.takeEvents()
 	pinned := make([]model.Workload, 0, len(a.pinned))
 	for _, w := range a.pinned {
 		pinned = append(pinned, w)
 	}
 	released := a.pruneReleased(blocks, apiDown)
-	a.mu.Unlock()
 	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, podMTU)
-	d, berrs := Build(in)
+	d, berrs := desired.Build(in)
 	for _, e := range berrs {
 		a.log.Debug("not routed", "reason", e)
 	}
-	a.mu.Lock()
-	a.podMTU = d.PodMTU
-	a.mu.Unlock()
+	a.podMTU.Store(int32(d.PodMTU))
+	if a.bgp != nil {
+		a.bgp.shaper = desired.NewLearnedShaper(in)
+	}
 	a.tun.Set(d.Tunnels)
 	a.arp.Set(d.Workloads)
 	a.routes.Set(d.Routes)
-	errs = append(errs, a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	dpErr := errors.Join(a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	if dpErr == nil {
+		// The node's dataplane is programmed: the registrar may clear
+		// NetworkUnavailable (BGP errors below do not hold it back).
+		a.reg.Applied()
+	}
+	errs = append(errs, dpErr)
 	if a.bgp != nil {
 		// Paths before peers: the node's advertisements are in place
 		// before any session is added or changed.
@@ -472,21 +453,11 @@ func (a *Agent) checkPeers() {
 		return
 	}
 	for _, p := range peers {
-		if _, err := a.nl.RouteGet(p.IP.AsSlice()); err != nil {
+		if err := a.host.Reachable(p.IP); err != nil {
 			a.cluster.Warn("BGPPeer", p.Name, "PeerUnreachable",
 				fmt.Sprintf("spec.peerIP %s is unreachable from node %s (%v); fix the address or the node's routes", p.IP, a.cfg.NodeName, err))
 		}
 	}
-}
-
-// uplink is the interface carrying the node IP (the VXLAN parent and the
-// device of direct routes).
-func (a *Agent) uplink(ip netip.Prefix) (string, error) {
-	res, err := DetectNodeIP("cidr="+netip.PrefixFrom(ip.Addr(), 32).String(), a.nl, nil)
-	if err != nil {
-		return "", fmt.Errorf("find the interface of node IP %s: %w", ip, err)
-	}
-	return res.Iface, nil
 }
 
 // localWorkloads are this node's pods: the addresses IPAM recorded for it
@@ -522,7 +493,7 @@ const releasedTTL = time.Minute
 // server is unreachable (apiDown) the cache cannot show a release, so
 // the TTL starts again: it counts from the server's return, not from the
 // DEL, or an allocation released just before an outage would reappear
-// from the stale cache as a local pod. a.mu is held.
+// from the stale cache as a local pod. The loop's.
 func (a *Agent) pruneReleased(blocks []ipam.Block, apiDown bool) map[string]bool {
 	if len(a.released) == 0 {
 		return nil
@@ -621,16 +592,9 @@ func (a *Agent) Housekeep(ctx context.Context) error {
 // and once its address is handed out again the node would route it to
 // two veths. The next sync removes the veth.
 func (a *Agent) forget(handles []string) {
-	if len(handles) == 0 {
-		return
-	}
-	a.mu.Lock()
 	for _, h := range handles {
-		delete(a.pinned, h)
-		a.released[h] = time.Now()
+		a.tell(workloadEvent{handle: h, gone: true})
 	}
-	a.mu.Unlock()
-	a.run.Poke()
 }
 
 // Ready reports whether the node is registered and one full sync has

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wren-net/wren/pkg/bgpsession"
 	"github.com/wren-net/wren/pkg/bgpspeaker"
+	"github.com/wren-net/wren/pkg/desired"
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/routes"
@@ -25,9 +26,20 @@ const DefaultRestartTime = bgpsession.DefaultRestartTime
 
 // bgpState is the loop's BGP state; only the loop touches it.
 type bgpState struct {
-	speaker *bgpspeaker.Speaker
+	speaker speaker
 	ctl     *bgpsession.Controller
 	holding bool // the controller's window as the last Merge saw it
+
+	// What the last full run saw, for the best-path changes until the
+	// next (bgpDelta): how learned routes become kernel routes, which
+	// withdrawn routes the cluster vouches for, and the sessions.
+	shaper   *desired.LearnedShaper
+	vouched  func(model.LearnedRoute) bool
+	sessions []bgpspeaker.Session
+	// Scratch reused by every bgpDelta.
+	changes []bgpspeaker.Change
+	up      []model.Route
+	down    []netip.Prefix
 
 	wake   *time.Timer // pokes the loop at wakeAt: the next time-driven BGP step
 	wakeAt time.Time
@@ -77,17 +89,55 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	a.bgp = b
 	a.mu.Unlock()
 	a.log.Info("keeping the previous run's BGP routes until every session has sent End-of-RIB or run out of its restart time", "routes", len(seed))
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-sp.Changed():
-				a.run.Poke()
-			}
-		}
-	}()
+	// Best-path changes take the loop's fast lane; session changes make
+	// it do a full run (bgpDelta decides).
+	a.run.Fast(sp.Changed(), a.bgpDelta)
 	return nil
+}
+
+// bgpDelta is the loop's fast lane (runner.Fast): the best-path changes
+// since the last run go to the kernel as one batch, shaped and held as the
+// last full run would have done, without rebuilding anything or copying
+// the learned table. The speaker's watch only marks prefixes dirty, so
+// however far the kernel writes fall behind, they never slow the speaker
+// reading its peers; a burst is coalesced into fewer, bigger batches. It
+// asks for a full run (returns true) before the first one, when a session
+// changed (the controller decides) and when a write failed.
+func (a *Agent) bgpDelta(ctx context.Context) bool {
+	b := a.bgp
+	if b == nil || b.shaper == nil {
+		return true
+	}
+	if !slices.Equal(b.speaker.Sessions(), b.sessions) {
+		return true
+	}
+	b.changes = b.speaker.Drain(b.changes[:0])
+	if len(b.changes) == 0 {
+		return false
+	}
+	up, down := b.ctl.Filter(b.changes, b.vouched)
+	rs, dn := b.up[:0], b.down[:0]
+	for _, l := range up {
+		r, ok, err := b.shaper.Route(l)
+		switch {
+		case err != nil:
+			a.log.Debug("not routed", "reason", err)
+			dn = append(dn, l.Prefix) // as a full Build would leave it out
+		case ok:
+			rs = append(rs, r)
+		}
+	}
+	for _, p := range down {
+		if b.shaper.Handles(p) {
+			dn = append(dn, p)
+		}
+	}
+	b.up, b.down = rs, dn
+	if err := a.routes.Delta(ctx, rs, dn); err != nil {
+		a.log.Warn("bgp route changes: some writes failed; running a full sync", "err", err)
+		return true
+	}
+	return false
 }
 
 // kernelRemoteRoutes reads Wren's routes with a gateway from the kernel:
@@ -105,20 +155,21 @@ func (a *Agent) kernelRemoteRoutes() ([]model.LearnedRoute, error) {
 
 // bgpInputs fills in what Build needs from BGP: the learned routes, with
 // what the session controller's windows hold, and the service ranges.
-func (a *Agent) bgpInputs(in *Inputs, nodes []model.NodeInfo, cfg model.BGPConfig) {
+func (a *Agent) bgpInputs(in *desired.Inputs, nodes []model.NodeInfo, cfg model.BGPConfig) {
 	b := a.bgp
 	in.BGP = true
-	vouched := vouchedBy(*in, nodes)
+	b.vouched = vouchedBy(*in, nodes)
 	// The changes first, so the controller sees every withdrawal (and
 	// holds what its windows cover), then the whole table.
-	b.ctl.Filter(b.speaker.Drain(nil), vouched)
-	in.Learned = b.ctl.Merge(b.speaker.Learned(), vouched)
+	b.changes = b.speaker.Drain(b.changes[:0])
+	b.ctl.Filter(b.changes, b.vouched)
+	in.Learned = b.ctl.Merge(b.speaker.Learned(), b.vouched)
 	in.ServiceCIDRs = cfg.ServiceCIDRs
 }
 
 // applyBGP hands the policy and the sessions to the speaker, after the
 // kernel routes and advertisements: paths before peers.
-func (a *Agent) applyBGP(ctx context.Context, in Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) error {
+func (a *Agent) applyBGP(ctx context.Context, in desired.Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) error {
 	b := a.bgp
 	var want []model.BGPSession
 	if !cfg.MeshPasswordMissing {
@@ -138,6 +189,9 @@ func (a *Agent) applyBGP(ctx context.Context, in Inputs, self model.NodeInfo, no
 		errs = append(errs, err)
 	}
 	b.ctl.Set(wants)
+	// What the controller decides on; a session that changes after this
+	// makes the next fast run ask for a full one.
+	b.sessions = b.speaker.Sessions()
 	res, err := b.ctl.Apply(ctx)
 	if err != nil {
 		errs = append(errs, err)
@@ -155,7 +209,7 @@ func (a *Agent) applyBGP(ctx context.Context, in Inputs, self model.NodeInfo, no
 // vouchedBy reports whether the cluster still backs a route BGP withdrew:
 // its prefix is a confirmed block, or an address allocated, for the node
 // whose IP is the next hop.
-func vouchedBy(in Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool {
+func vouchedBy(in desired.Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool {
 	nodeAt := map[netip.Addr]string{}
 	for _, n := range nodes {
 		if n.IP.IsValid() {
@@ -190,7 +244,7 @@ func vouchedBy(in Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool 
 // enabled pools (and, on a route reflector, the service ranges it passes
 // on), never the node's own confirmed blocks nor any node's address;
 // reflection only on a route reflector.
-func bgpPolicy(in Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) bgpspeaker.Policy {
+func bgpPolicy(in desired.Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) bgpspeaker.Policy {
 	_, rr := RouteReflector(self)
 	var p bgpspeaker.Policy
 	p.Reflect = rr

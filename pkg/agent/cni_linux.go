@@ -107,9 +107,7 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 		}
 		return cniserver.Result{}, fmt.Errorf("pod %s: %w", req.Key(), err)
 	}
-	a.mu.Lock()
-	mtu := a.podMTU
-	a.mu.Unlock()
+	mtu := int(a.podMTU.Load())
 	w := model.Workload{Namespace: req.Namespace, Name: req.Name, ContainerID: req.ContainerID,
 		HostIface: proxyarp.VethName(req.Namespace, req.Name), IP: r.IP, MTU: mtu}
 	handle := req.Namespace + "/" + req.Name + "/" + req.ContainerID
@@ -117,7 +115,7 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	if ifName == "" {
 		ifName = "eth0"
 	}
-	if err := a.setupPod(ctx, podNS, w, handle, ifName); err != nil {
+	if err := a.setupPod(ctx, podNS, w, ifName); err != nil {
 		if rerr := a.alloc.Release(context.WithoutCancel(ctx), handle); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
@@ -125,40 +123,31 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	}
 	// The loop takes it from here (and repairs the veth and the route
 	// if anything removes them).
-	a.run.Poke()
+	a.tell(workloadEvent{handle: handle, w: w})
 	return cniserver.Result{IP: netip.PrefixFrom(r.IP, 32), MTU: mtu, HostIface: w.HostIface, Block: r.Block}, nil
 }
 
-// setupPod pins the workload, builds its veth pair and writes its /32
-// route at once, so the pod is reachable when ADD returns. It holds a.wl
-// (read) throughout: a sync that started before the pin finishes first,
-// and every later one sees the pin, so none sweeps the new veth or its
-// route. On failure the pin is dropped again.
-func (a *Agent) setupPod(ctx context.Context, podNS netns.NsHandle, w model.Workload, handle, ifName string) error {
-	a.wl.RLock()
-	defer a.wl.RUnlock()
-	a.mu.Lock()
-	a.pinned[handle] = w
-	delete(a.released, handle)
-	a.mu.Unlock()
+// setupPod builds the pod's veth pair and writes its /32 route at once,
+// so the pod is reachable when ADD returns. Both are pinned in their
+// reconcilers first: a sync that runs meanwhile, with a desired state from
+// before this ADD, leaves them alone; the pins go when the loop's own
+// desired state has the pod. On failure the pins are dropped.
+func (a *Agent) setupPod(ctx context.Context, podNS netns.NsHandle, w model.Workload, ifName string) error {
+	a.arp.Pin(w)
+	route := model.Route{Dst: netip.PrefixFrom(w.IP, 32), Kind: model.RoutePod, Device: w.HostIface}
 	err := proxyarp.SetupPodWith(ctx, a.nl, a.cfg.Sysctl, podNS, w, ifName)
 	if err == nil {
 		var l netlink.Link
 		if l, err = a.nl.LinkByName(w.HostIface); err == nil {
-			err = a.routes.AddNow(model.Route{Dst: netip.PrefixFrom(w.IP, 32), Kind: model.RoutePod, Device: w.HostIface}, l.Attrs().Index)
+			err = a.routes.AddNow(route, l.Attrs().Index)
 		}
 	}
 	if err != nil {
-		a.unpin(handle)
+		a.arp.Unpin(w.HostIface)
+		a.routes.Unpin(route.Dst)
 		return err
 	}
 	return nil
-}
-
-func (a *Agent) unpin(handle string) {
-	a.mu.Lock()
-	delete(a.pinned, handle)
-	a.mu.Unlock()
 }
 
 // Del releases the pod's address and removes its veth. Unknown containers
@@ -194,23 +183,20 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 		}
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
-	a.run.Poke()
 	return nil
 }
 
-// teardownPod removes the pod's veth (its route goes with it) and drops
-// the workload from the desired state, holding a.wl (read) so no sync is
-// half-way through with the workload still in it.
+// teardownPod removes the pod's veth (its route goes with it) and tells
+// the loop the workload is gone. A sync that still has the workload in its
+// desired state cannot bring it back: the reconcilers never create a veth,
+// and a route through a missing device is held, not written.
 func (a *Agent) teardownPod(w model.Workload, handle string) error {
-	a.wl.RLock()
-	defer a.wl.RUnlock()
+	a.arp.Unpin(w.HostIface)
+	a.routes.Unpin(netip.PrefixFrom(w.IP, 32))
 	if err := proxyarp.TeardownPod(a.nl, w); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	delete(a.pinned, handle)
-	a.released[handle] = time.Now()
-	a.mu.Unlock()
+	a.tell(workloadEvent{handle: handle, gone: true})
 	return nil
 }
 

@@ -59,6 +59,7 @@ type Reconciler struct {
 	desired map[string]model.Workload // by HostIface, valid and unique
 	claimed map[string]bool           // every HostIface of the Set, valid or not: never swept
 	invalid []error                   // Set's rejections, reported by every Apply
+	pinned  map[string]model.Workload // by HostIface: set up by CNI ADD, not yet in a Set
 	checked map[int]time.Time         // ifindex -> when its sysctls were last found right (Apply only)
 }
 
@@ -67,7 +68,32 @@ type Reconciler struct {
 // is expected to have validated cfg.
 func New(cfg Config, nl Netlink) *Reconciler {
 	cfg.Defaults()
-	return &Reconciler{cfg: cfg, nl: nl, desired: map[string]model.Workload{}, checked: map[int]time.Time{}}
+	return &Reconciler{cfg: cfg, nl: nl, desired: map[string]model.Workload{}, pinned: map[string]model.Workload{}, checked: map[int]time.Time{}}
+}
+
+// Pin is the fast path of a CNI ADD: it claims w's host veth before the
+// ADD creates it, so that an Apply running meanwhile (with a desired set
+// from before the ADD) does not sweep the new veth as an orphan. The pin
+// lasts until a Set includes the workload, or Unpin.
+func (r *Reconciler) Pin(w model.Workload) {
+	r.mu.Lock()
+	r.pinned[w.HostIface] = w
+	r.mu.Unlock()
+}
+
+// Unpin drops a pin (the ADD failed, or DEL removed the veth).
+func (r *Reconciler) Unpin(hostIface string) {
+	r.mu.Lock()
+	delete(r.pinned, hostIface)
+	r.mu.Unlock()
+}
+
+// isPinned reports whether a CNI ADD claimed the link.
+func (r *Reconciler) isPinned(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.pinned[name]
+	return ok
 }
 
 // Set replaces the desired workloads. It does no I/O, and calling it again
@@ -101,6 +127,9 @@ func (r *Reconciler) Set(ws []model.Workload) {
 			continue
 		}
 		r.desired[w.HostIface] = w
+		if p, ok := r.pinned[w.HostIface]; ok && p.IP == w.IP {
+			delete(r.pinned, w.HostIface) // the loop has it now
+		}
 	}
 }
 
@@ -181,7 +210,9 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 
 	for _, l := range links {
 		name := l.Attrs().Name
-		if !strings.HasPrefix(name, Prefix) || claimed[name] {
+		// Pins are read after the links were listed: a veth in the list
+		// was created after its ADD pinned it.
+		if !strings.HasPrefix(name, Prefix) || claimed[name] || r.isPinned(name) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {

@@ -1,4 +1,8 @@
-package agent
+// Package nodeip finds the node's underlay address with Calico's
+// autodetection methods (first-found, interface=, skip-interface=,
+// can-reach=, cidr=, kubernetes-internal-ip), with the interface's real
+// prefix length: CrossSubnet compares subnets with it (Calico #2375).
+package nodeip
 
 import (
 	"errors"
@@ -30,7 +34,7 @@ type NodeIP struct {
 	Iface string
 }
 
-// DetectNodeIP finds the node's IPv4 address by one of Calico's methods:
+// Detect finds the node's IPv4 address by one of Calico's methods:
 //
 //	first-found             first global IPv4 on an interface not skipped by default
 //	interface=REGEX         first address on an interface matching REGEX
@@ -41,7 +45,7 @@ type NodeIP struct {
 //
 // The prefix length is the interface's: CrossSubnet decisions compare
 // subnets, and a /32 would make every peer look remote (Calico #2375).
-func DetectNodeIP(method string, src AddrSource, internalIP func() (netip.Addr, error)) (NodeIP, error) {
+func Detect(method string, src AddrSource, internalIP func() (netip.Addr, error)) (NodeIP, error) {
 	kind, arg, _ := strings.Cut(method, "=")
 	switch kind {
 	case "", "first-found":

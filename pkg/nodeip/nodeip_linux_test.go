@@ -1,4 +1,4 @@
-package agent
+package nodeip
 
 import (
 	"net"
@@ -41,7 +41,7 @@ func (f fakeAddrs) RouteGet(net.IP) ([]netlink.Route, error) {
 	return []netlink.Route{{Src: net.ParseIP(f.via)}}, nil
 }
 
-func TestDetectNodeIP(t *testing.T) {
+func TestDetect(t *testing.T) {
 	src := fakeAddrs{
 		links: []string{"lo", "docker0", "cali1234", "eth0", "eth1", "vxlan.calico"},
 		addrs: map[string][]string{
@@ -63,7 +63,7 @@ func TestDetectNodeIP(t *testing.T) {
 		{"interface=(", "", "", "bad regexp"},
 		{"magic", "", "", `unknown; use first-found`},
 	} {
-		got, err := DetectNodeIP(tc.method, src, k8s)
+		got, err := Detect(tc.method, src, k8s)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err %v, want %q", tc.method, err, tc.err)

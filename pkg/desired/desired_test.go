@@ -1,5 +1,5 @@
 // Test addresses: nodes 198.18.0.0/15, pools inside 10.244.0.0/16.
-package agent
+package desired
 
 import (
 	"net/netip"

@@ -1,7 +1,9 @@
-// Package agent is the node agent's loop: it gathers the cluster's state,
-// computes the node's desired dataplane (this file, pure) and applies it
-// through the reconcilers in a fixed order.
-package agent
+// Package desired computes a node's whole desired dataplane from a
+// snapshot of its inputs: tunnel devices, pod veths, kernel routes and
+// BGP advertisements (Build), and how BGP-learned routes become kernel
+// routes between full builds (LearnedShaper). It is pure: no I/O, no
+// clock. The agent's loop calls Build once per run.
+package desired
 
 import (
 	"errors"
@@ -45,22 +47,8 @@ func Build(in Inputs) (model.Desired, []error) {
 	}
 	nodes[in.Self.Name] = in.Self
 
-	useVXLAN, useIPIP := false, false
-	for _, p := range in.Pools {
-		if p.Disabled {
-			continue
-		}
-		useVXLAN = useVXLAN || p.VXLAN != model.EncapNever && p.VXLAN != ""
-		useIPIP = useIPIP || p.IPIP != model.EncapNever && p.IPIP != ""
-	}
-	d.PodMTU = in.HostMTU
-	switch {
-	case useVXLAN:
-		d.PodMTU = in.HostMTU - tunnel.VXLANOverhead
-	case useIPIP:
-		d.PodMTU = in.HostMTU - tunnel.IPIPOverhead
-	}
-
+	useVXLAN, useIPIP := encaps(in.Pools)
+	d.PodMTU = PodMTU(in.Pools, in.HostMTU)
 	if useVXLAN && in.Self.VXLANTunnelIP.IsValid() {
 		d.Tunnels.VXLAN = &model.VXLAN{VNI: tunnel.VXLANVNI, Port: tunnel.VXLANPort, LocalIP: in.Self.IP.Addr(),
 			Parent: in.Uplink, MAC: tunnel.VTEPMAC(in.Self.Name), MTU: in.HostMTU - tunnel.VXLANOverhead,
@@ -138,7 +126,7 @@ func Build(in Inputs) (model.Desired, []error) {
 		}
 	}
 	if in.BGP {
-		rs, rerrs := learnedRoutes(in, nodes, local)
+		rs, rerrs := learnedRoutes(in)
 		d.Routes = append(d.Routes, rs...)
 		errs = append(errs, rerrs...)
 	}
@@ -146,62 +134,129 @@ func Build(in Inputs) (model.Desired, []error) {
 	return d, errs
 }
 
+// encaps reports whether any enabled pool uses VXLAN or IPIP.
+func encaps(pools []model.PoolMode) (vxlan, ipip bool) {
+	for _, p := range pools {
+		if p.Disabled {
+			continue
+		}
+		vxlan = vxlan || p.VXLAN != model.EncapNever && p.VXLAN != ""
+		ipip = ipip || p.IPIP != model.EncapNever && p.IPIP != ""
+	}
+	return vxlan, ipip
+}
+
+// PodMTU is the pods' MTU: the host's, less the overhead of the
+// encapsulation the enabled pools use (VXLAN's when any pool uses it, as
+// one MTU serves every pod).
+func PodMTU(pools []model.PoolMode, hostMTU int) int {
+	switch vxlan, ipip := encaps(pools); {
+	case vxlan:
+		return hostMTU - tunnel.VXLANOverhead
+	case ipip:
+		return hostMTU - tunnel.IPIPOverhead
+	}
+	return hostMTU
+}
+
 func isVXLAN(p model.PoolMode) bool { return p.VXLAN != model.EncapNever && p.VXLAN != "" }
 
-// learnedRoutes turns BGP best paths into kernel routes, shaped by the
+// LearnedShaper turns BGP best paths into kernel routes, shaped by the
 // pool's mode towards the node whose address is the next hop (a next hop
-// that is no node, such as a top-of-rack router, is treated like a node
-// at that address). Paths outside every enabled pool, in VXLAN pools (the
+// that is no node, such as a top-of-rack router, is treated like a node at
+// that address). Paths outside every enabled pool, in VXLAN pools (the
 // IPAMBlocks route those), for local pod addresses or for the node's own
 // blocks are not installed; the speaker's import policy should already
-// have rejected most of them.
-func learnedRoutes(in Inputs, nodes map[string]model.Node, local map[netip.Addr]bool) ([]model.Route, []error) {
-	byIP := map[netip.Addr]model.Node{}
-	for _, n := range nodes {
+// have rejected most of them. Build uses one for the whole table; the
+// agent keeps the one of its last full run for the best-path changes that
+// arrive until the next.
+type LearnedShaper struct {
+	in        Inputs
+	byIP      map[netip.Addr]model.Node
+	ownBlocks []netip.Prefix // the node's own blocks: few, checked for every path
+	local     map[netip.Addr]bool
+}
+
+// NewLearnedShaper prepares the shaping of learned routes for in.
+func NewLearnedShaper(in Inputs) *LearnedShaper {
+	s := &LearnedShaper{in: in, byIP: map[netip.Addr]model.Node{}, local: map[netip.Addr]bool{}}
+	for _, n := range in.Nodes {
 		if n.IP.IsValid() && n.Name != in.Self.Name {
-			byIP[n.IP.Addr()] = n
+			s.byIP[n.IP.Addr()] = n
 		}
 	}
-	// The node's own blocks, gathered once: there are few of them, and
-	// the check below runs for every learned path.
-	var ownBlocks []netip.Prefix
 	for _, b := range in.Blocks {
 		if b.Affinity == in.Self.Name {
-			ownBlocks = append(ownBlocks, b.CIDR)
+			s.ownBlocks = append(s.ownBlocks, b.CIDR)
 		}
 	}
-	own := func(p netip.Prefix) bool {
-		return slices.ContainsFunc(ownBlocks, func(c netip.Prefix) bool { return c.Overlaps(p) && c.Bits() <= p.Bits() })
+	for _, w := range in.Workloads {
+		s.local[w.IP] = true
 	}
+	return s
+}
+
+// Handles reports whether a learned route for p would be installed by
+// Wren (or is one Wren would remove when it is withdrawn): inside an
+// enabled pool without VXLAN, not a local pod's address, not inside an own
+// block.
+func (s *LearnedShaper) Handles(p netip.Prefix) bool {
+	p = p.Masked()
+	pool, ok := poolOf(s.in.Pools, p)
+	switch {
+	case !ok || pool.Disabled || isVXLAN(pool):
+		return false
+	case p.Bits() == 32 && s.local[p.Addr()]:
+		return false
+	case p.Bits() < 32 && slices.ContainsFunc(s.ownBlocks, func(c netip.Prefix) bool { return c.Overlaps(p) && c.Bits() <= p.Bits() }):
+		return false
+	}
+	return true
+}
+
+// Route returns the kernel route for l; ok is false when Wren does not
+// install it (see Handles) and err says why a route it should install
+// cannot be built.
+func (s *LearnedShaper) Route(l model.LearnedRoute) (r model.Route, ok bool, err error) {
+	p := l.Prefix.Masked()
+	if !s.Handles(p) {
+		return model.Route{}, false, nil
+	}
+	pool, _ := poolOf(s.in.Pools, p)
+	n, known := s.byIP[l.NextHop]
+	if !known {
+		if l.NextHop == s.in.Self.IP.Addr() || !l.NextHop.Is4() {
+			return model.Route{}, true, fmt.Errorf("learned %s via %s: next hop is this node or not IPv4; not routed", p, l.NextHop)
+		}
+		n = model.Node{Name: "peer " + l.NextHop.String(), IP: netip.PrefixFrom(l.NextHop, s.in.Self.IP.Bits())}
+	}
+	r, err = remoteRoute(s.in, pool, n, p)
+	if err != nil {
+		return model.Route{}, true, fmt.Errorf("learned %s via %s: %w", p, l.NextHop, err)
+	}
+	return r, true, nil
+}
+
+// learnedRoutes shapes every learned route (the first path for a prefix
+// wins).
+func learnedRoutes(in Inputs) ([]model.Route, []error) {
+	s := NewLearnedShaper(in)
 	var out []model.Route
 	var errs []error
-	seen := map[netip.Prefix]bool{}
+	seen := make(map[netip.Prefix]bool, len(in.Learned))
 	for _, l := range in.Learned {
 		p := l.Prefix.Masked()
-		pool, ok := poolOf(in.Pools, p)
-		switch {
-		case seen[p] || !ok || pool.Disabled || isVXLAN(pool):
-			continue
-		case p.Bits() == 32 && local[p.Addr()]:
-			continue
-		case p.Bits() < 32 && own(p):
+		if seen[p] {
 			continue
 		}
 		seen[p] = true
-		n, ok := byIP[l.NextHop]
-		if !ok {
-			if l.NextHop == in.Self.IP.Addr() || !l.NextHop.Is4() {
-				errs = append(errs, fmt.Errorf("learned %s via %s: next hop is this node or not IPv4; not routed", p, l.NextHop))
-				continue
-			}
-			n = model.Node{Name: "peer " + l.NextHop.String(), IP: netip.PrefixFrom(l.NextHop, in.Self.IP.Bits())}
+		r, ok, err := s.Route(l)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			out = append(out, r)
 		}
-		r, err := remoteRoute(in, pool, n, p)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("learned %s via %s: %w", p, l.NextHop, err))
-			continue
-		}
-		out = append(out, r)
 	}
 	return out, errs
 }

@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/tunnel"
+)
+
+// registrar owns the agent's writes about its own Node: the annotations
+// the other nodes route by (node address, VTEP MAC, and the VXLAN and
+// IPIP tunnel addresses, allocated from IPAM under a fixed handle so a
+// restart finds the same ones) and the NetworkUnavailable condition, set
+// once the loop has applied the node's dataplane. It runs on its own
+// goroutine; the loop never writes the Kubernetes API. What it publishes
+// reaches the loop through the Node informer, which pokes the loop like
+// any other change.
+type registrar struct {
+	node    string
+	ip      netip.Prefix // the node address the agent detected at start
+	cluster Cluster
+	alloc   *ipam.Allocator
+	log     *slog.Logger
+
+	poke     chan struct{}
+	applied  atomic.Bool // the loop has applied the dataplane once
+	condDone bool        // NetworkUnavailable=False is set; the registrar's own
+}
+
+func newRegistrar(node string, ip netip.Prefix, c Cluster, alloc *ipam.Allocator, log *slog.Logger) *registrar {
+	return &registrar{node: node, ip: ip, cluster: c, alloc: alloc, log: log.With("component", "registrar"), poke: make(chan struct{}, 1)}
+}
+
+// Poke asks for a look at the Node soon; it never blocks.
+func (r *registrar) Poke() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Applied tells the registrar that the loop has applied the dataplane.
+func (r *registrar) Applied() {
+	if !r.applied.Swap(true) {
+		r.Poke()
+	}
+}
+
+// run reconciles on every poke, retrying failures with backoff (200 ms to
+// 30 s) until ctx ends.
+func (r *registrar) run(ctx context.Context) {
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.poke:
+		case <-retry.C:
+		}
+		err := r.reconcile(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if backoff != 0 {
+				r.log.Info("node registration recovered")
+			}
+			backoff = 0
+			continue
+		}
+		backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+		r.log.Warn("node registration failed; retrying", "in", backoff, "err", err)
+		retry.Reset(backoff)
+	}
+}
+
+// reconcile publishes what the Node lacks (by the informer cache, so a
+// steady state costs no request).
+func (r *registrar) reconcile(ctx context.Context) error {
+	nodes, err := r.cluster.Nodes()
+	if err != nil {
+		return err
+	}
+	var me model.NodeInfo
+	for _, n := range nodes {
+		if n.Name == r.node {
+			me = n
+		}
+	}
+	if me.Name == "" {
+		return fmt.Errorf("node %s: no Node object with this name", r.node)
+	}
+	pools, err := r.cluster.Pools()
+	if err != nil {
+		return err
+	}
+	want := map[string]string{}
+	if me.IP != r.ip {
+		want[AnnotationIPv4] = r.ip.String()
+	}
+	mac := tunnel.VTEPMAC(r.node)
+	if me.VTEPMAC.String() != mac.String() {
+		want[AnnotationVXLANMAC] = mac.String()
+	}
+	wantVXLAN, wantIPIP := false, false
+	for _, p := range pools {
+		wantVXLAN = wantVXLAN || !p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != ""
+		wantIPIP = wantIPIP || !p.Disabled && p.IPIP != model.EncapNever && p.IPIP != ""
+	}
+	var errs []error
+	for _, t := range []struct {
+		want       bool
+		have       netip.Addr
+		kind, note string
+	}{{wantVXLAN, me.VXLANTunnelIP, "vxlan", AnnotationVXLANIP}, {wantIPIP, me.IPIPTunnelIP, "ipip", AnnotationIPIPIP}} {
+		if !t.want || t.have.IsValid() {
+			continue
+		}
+		a, err := r.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + r.node + "/" + t.kind})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: allocate its %s tunnel address: %w", r.node, t.kind, err))
+			continue
+		}
+		want[t.note] = a.IP.String()
+	}
+	if len(want) > 0 {
+		if err := r.cluster.AnnotateNode(ctx, r.node, want); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.log.Info("node annotated", "annotations", want)
+		}
+	}
+	if r.applied.Load() && !r.condDone {
+		if err := r.cluster.SetNetworkAvailable(ctx, r.node); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.condDone = true
+			r.log.Info("node network available: NetworkUnavailable=False")
+		}
+	}
+	return errors.Join(errs...)
+}
