@@ -17,12 +17,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-
-	cniv1 "github.com/wren-net/wren/api/cni/v1"
 )
 
 const (
@@ -33,13 +27,23 @@ const (
 	// defaultGateway is the pod gateway when the agent names none: the
 	// link-local address the host answers for by proxy ARP (SPEC.md).
 	defaultGateway = "169.254.1.1"
+	// defaultSocket is the agent's socket, cniv1.DefaultSocket (the
+	// plugin does not import api/cni/v1: see wire.go; a test compares).
+	defaultSocket = "/var/run/wren/wren.sock"
+)
+
+// The methods of the wren.cni.v1.CNI service (cniv1.CNI_*_FullMethodName).
+const (
+	methodAdd   = "/wren.cni.v1.CNI/Add"
+	methodDel   = "/wren.cni.v1.CNI/Del"
+	methodCheck = "/wren.cni.v1.CNI/Check"
 )
 
 // NetConf is the plugin's network configuration: the standard fields
 // plus where to reach the agent.
 type NetConf struct {
 	types.NetConf
-	// AgentSocket is the agent's unix socket; cniv1.DefaultSocket if empty.
+	// AgentSocket is the agent's unix socket; defaultSocket if empty.
 	AgentSocket string `json:"agent_socket,omitempty"`
 	// Timeout bounds each call to the agent, as a Go duration ("30s");
 	// defaultTimeout if empty.
@@ -62,11 +66,11 @@ func loadConf(stdin []byte) (*conf, error) {
 	}
 	c := &conf{NetConf: n, socket: n.AgentSocket, timeout: defaultTimeout}
 	if c.socket == "" {
-		c.socket = cniv1.DefaultSocket
+		c.socket = defaultSocket
 	}
 	if !filepath.IsAbs(c.socket) {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("wren-cni: network %q: agent_socket %q must be an absolute path (default %s)", n.Name, n.AgentSocket, cniv1.DefaultSocket), "")
+			fmt.Sprintf("wren-cni: network %q: agent_socket %q must be an absolute path (default %s)", n.Name, n.AgentSocket, defaultSocket), "")
 	}
 	if n.Timeout != "" {
 		d, err := time.ParseDuration(n.Timeout)
@@ -153,27 +157,19 @@ func (p pod) String() string {
 	return fmt.Sprintf("pod %s/%s (container %s)", p.namespace, p.name, shortID(p.containerID))
 }
 
-func (p pod) addRequest() *cniv1.AddRequest {
-	return &cniv1.AddRequest{
-		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
-		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
+// request is the AddRequest or DelRequest for p.
+func (p pod) request() *request {
+	return &request{
+		ContainerID: p.containerID, NetNS: p.netns, IfName: p.ifname,
+		PodNamespace: p.namespace, PodName: p.name, PodUID: p.uid, CNIVersion: p.cniVersion,
 	}
 }
 
-func (p pod) delRequest() *cniv1.DelRequest {
-	return &cniv1.DelRequest{
-		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
-		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
-	}
-}
-
-func (p pod) checkRequest(ip netip.Prefix) *cniv1.CheckRequest {
-	r := &cniv1.CheckRequest{
-		ContainerId: p.containerID, Netns: p.netns, Ifname: p.ifname,
-		PodNamespace: p.namespace, PodName: p.name, PodUid: p.uid, CniVersion: p.cniVersion,
-	}
+// checkRequest is the CheckRequest for p and the address from prevResult.
+func (p pod) checkRequest(ip netip.Prefix) *request {
+	r := p.request()
 	if ip.IsValid() {
-		r.Ip = ip.String()
+		r.IP = ip.String()
 	}
 	return r
 }
@@ -186,30 +182,33 @@ func shortID(id string) string {
 	return id
 }
 
-// call opens a connection to the agent's socket, runs fn with a context
-// bounded by the configured timeout, and maps a failure to a CNI error.
-func call(op string, c *conf, p pod, fn func(context.Context, cniv1.CNIClient) error) error {
+// call sends req to the agent's method over its socket, with a deadline
+// of the configured timeout, and returns the encoded reply; a failure is
+// mapped to a CNI error. okIfNotFound makes NOT_FOUND a success (DEL).
+func call(op string, c *conf, p pod, method string, req *request, okIfNotFound bool) ([]byte, error) {
 	if _, err := os.Stat(c.socket); err != nil {
-		return unreachable(op, c.socket, p, err)
+		return nil, unreachable(op, c.socket, p, err)
 	}
-	// A unix socket target: gRPC never resolves names or uses a proxy
-	// for it, so the plugin makes no network traffic.
-	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	msg, err := req.marshal()
 	if err != nil {
-		return unreachable(op, c.socket, p, err)
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni %s %s: encode request: %s", op, p, err), "")
 	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	if err := fn(ctx, cniv1.NewCNIClient(conn)); err != nil {
+	// A unix socket: no name resolution, no proxy, no network traffic.
+	reply, err := unary(ctx, c.socket, method, msg)
+	if err != nil {
+		if okIfNotFound && isNotFound(err) {
+			return nil, nil
+		}
 		if deadlinePassed(ctx, err) {
 			// Our deadline passed: whatever the agent managed to say
 			// (its handler sees the same deadline), the cause is time.
-			return timedOut(op, c, p, err)
+			return nil, timedOut(op, c, p, err)
 		}
-		return rpcError(op, c, p, err)
+		return nil, rpcError(op, c, p, err)
 	}
-	return nil
+	return reply, nil
 }
 
 // deadlinePassed reports whether err is our deadline running out. gRPC
@@ -218,7 +217,7 @@ func call(op string, c *conf, p pod, fn func(context.Context, cniv1.CNIClient) e
 // with the request), and a connection still being set up fails as
 // Unavailable "context deadline exceeded" (seen under load in CI).
 func deadlinePassed(ctx context.Context, err error) bool {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+	if st, ok := statusOf(err); errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && st.code == codeDeadlineExceeded {
 		return true
 	}
 	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
@@ -252,68 +251,57 @@ func unreachable(op, socket string, p pod, cause error) *types.Error {
 // decides the code; a status without one is a transport failure
 // (Unavailable: the agent is not listening) or our own deadline.
 func rpcError(op string, c *conf, p pod, err error) *types.Error {
-	st, ok := status.FromError(err)
+	st, ok := statusOf(err)
 	if !ok {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni %s %s: %s", op, p, err), "")
 	}
 	prefix := fmt.Sprintf("wren-cni %s %s: ", op, p)
-	reason, detailed := reasonOf(st)
-	if !detailed {
-		switch st.Code() {
-		case codes.Unavailable:
+	if !st.detailed {
+		switch st.code {
+		case codeUnavailable:
 			return unreachable(op, c.socket, p, err)
-		case codes.DeadlineExceeded:
+		case codeDeadlineExceeded:
 			return timedOut(op, c, p, err)
-		case codes.Unimplemented:
+		case codeUnimplemented:
 			return types.NewError(types.ErrInternal,
-				prefix+"wren agent does not serve wren.cni.v1: are wren-cni and wren-agent the same release?", st.Message())
+				prefix+"wren agent does not serve wren.cni.v1: are wren-cni and wren-agent the same release?", st.message)
 		}
-		return types.NewError(types.ErrInternal, prefix+"wren agent: "+st.Message(), st.Code().String())
+		return types.NewError(types.ErrInternal, prefix+"wren agent: "+st.message, st.code.String())
 	}
-	msg := st.Message()
-	switch reason {
-	case cniv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT:
+	msg := st.message
+	switch st.reason {
+	case reasonInvalidArgument:
 		return types.NewError(types.ErrInvalidEnvironmentVariables, prefix+msg, "")
-	case cniv1.ErrorReason_ERROR_REASON_INVALID_NETNS:
+	case reasonInvalidNetNS:
 		return types.NewError(types.ErrInvalidNetNS, prefix+msg, "")
-	case cniv1.ErrorReason_ERROR_REASON_NOT_FOUND:
+	case reasonNotFound:
 		return types.NewError(types.ErrUnknownContainer, prefix+msg, "")
-	case cniv1.ErrorReason_ERROR_REASON_POOL_EXHAUSTED:
+	case reasonPoolExhausted:
 		return types.NewError(types.ErrInternal,
 			prefix+"no free pod address: "+msg+" (add an IPPool or enlarge one; wrenctl ipam show lists the blocks)", "")
-	case cniv1.ErrorReason_ERROR_REASON_NOT_READY:
+	case reasonNotReady:
 		// Try again later. The agent's message says what is not ready:
 		// "wren agent is not ready: ..." while it starts, or "the
 		// Kubernetes API server https://... is unreachable ..." when the
 		// agent is fine but cannot record or release the address.
 		return types.NewError(types.ErrTryAgainLater, prefix+msg, "")
-	case cniv1.ErrorReason_ERROR_REASON_MISMATCH:
+	case reasonMismatch:
 		return types.NewError(types.ErrInternal, prefix+"pod network differs from what ADD built: "+msg, "")
 	}
 	return types.NewError(types.ErrInternal, prefix+"wren agent: "+msg, "")
 }
 
-// reasonOf returns the ErrorDetail reason of st, if it carries one.
-func reasonOf(st *status.Status) (cniv1.ErrorReason, bool) {
-	for _, d := range st.Details() {
-		if ed, ok := d.(*cniv1.ErrorDetail); ok {
-			return ed.GetReason(), true
-		}
-	}
-	return 0, false
-}
-
 // isNotFound reports whether a DEL failed only because the agent knows
 // nothing of the container, which makes the DEL a success.
 func isNotFound(err error) bool {
-	st, ok := status.FromError(err)
+	st, ok := statusOf(err)
 	if !ok {
 		return false
 	}
-	if r, detailed := reasonOf(st); detailed {
-		return r == cniv1.ErrorReason_ERROR_REASON_NOT_FOUND
+	if st.detailed {
+		return st.reason == reasonNotFound
 	}
-	return st.Code() == codes.NotFound
+	return st.code == codeNotFound
 }
 
 // cmdAdd is CNI ADD: the agent allocates the address (the same one again
@@ -332,16 +320,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	p := podOf(args, a, c)
-	var reply *cniv1.AddReply
-	err = call("ADD", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
-		var err error
-		reply, err = cl.Add(ctx, p.addRequest())
-		return err
-	})
+	b, err := call("ADD", c, p, methodAdd, p.request(), false)
 	if err != nil {
 		return err
 	}
-	res, err := resultFor(reply, args.IfName, args.Netns, c.CNIVersion)
+	var reply addReply
+	if err := reply.unmarshal(b); err != nil {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni ADD %s: agent reply: %s", p, err), "")
+	}
+	res, err := resultFor(&reply, args.IfName, args.Netns, c.CNIVersion)
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("wren-cni ADD %s: agent result: %s", p, err), "")
 	}
@@ -364,13 +351,8 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// No requirePod: the agent finds the allocation by container ID.
 	p := podOf(args, a, c)
-	return call("DEL", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
-		_, err := cl.Del(ctx, p.delRequest())
-		if isNotFound(err) {
-			return nil
-		}
-		return err
-	})
+	_, err = call("DEL", c, p, methodDel, p.request(), true)
+	return err
 }
 
 // cmdCheck is CNI CHECK: the agent verifies the pod's network against
@@ -392,10 +374,8 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("wren-cni CHECK %s: %s", p, err), "")
 	}
-	return call("CHECK", c, p, func(ctx context.Context, cl cniv1.CNIClient) error {
-		_, err := cl.Check(ctx, p.checkRequest(ip))
-		return err
-	})
+	_, err = call("CHECK", c, p, methodCheck, p.checkRequest(ip), false)
+	return err
 }
 
 // prevAddress returns the IPv4 address prevResult gives the pod interface
@@ -438,15 +418,15 @@ func prevAddress(n *types.NetConf, ifName string) (netip.Prefix, error) {
 // the pod's /32 on it with gateway 169.254.1.1, and a default route via
 // the gateway. The link route to the gateway that the agent also adds in
 // the pod is not listed: a CNI route has no scope before spec 1.1.0.
-func resultFor(reply *cniv1.AddReply, ifName, netnsPath, cniVersion string) (types.Result, error) {
-	ip, err := netip.ParsePrefix(reply.GetIp())
+func resultFor(reply *addReply, ifName, netnsPath, cniVersion string) (types.Result, error) {
+	ip, err := netip.ParsePrefix(reply.IP)
 	if err != nil {
 		return nil, fmt.Errorf("pod address: %w", err)
 	}
 	if !ip.Addr().Is4() {
 		return nil, fmt.Errorf("pod address %s is not IPv4", ip)
 	}
-	gws := reply.GetGateway()
+	gws := reply.Gateway
 	if gws == "" {
 		gws = defaultGateway
 	}
@@ -454,7 +434,7 @@ func resultFor(reply *cniv1.AddReply, ifName, netnsPath, cniVersion string) (typ
 	if err != nil || !gw.Is4() {
 		return nil, fmt.Errorf("gateway %q is not an IPv4 address", gws)
 	}
-	mac := reply.GetMac()
+	mac := reply.MAC
 	if mac != "" {
 		hw, err := net.ParseMAC(mac)
 		if err != nil {
@@ -464,7 +444,7 @@ func resultFor(reply *cniv1.AddReply, ifName, netnsPath, cniVersion string) (typ
 	}
 
 	var ifaces []*types100.Interface
-	if h := reply.GetHostIface(); h != "" {
+	if h := reply.HostIface; h != "" {
 		ifaces = append(ifaces, &types100.Interface{Name: h})
 	}
 	ifaces = append(ifaces, &types100.Interface{Name: ifName, Mac: mac, Sandbox: netnsPath})

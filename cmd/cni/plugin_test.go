@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
@@ -119,21 +120,21 @@ func TestRequests(t *testing.T) {
 		ContainerId: "0123456789abcdef0123", Netns: "/var/run/netns/cni-1", Ifname: "eth0",
 		PodNamespace: "default", PodName: "web-0", PodUid: "u-1", CniVersion: "0.4.0",
 	}
-	if diff := cmp.Diff(wantAdd, p.addRequest(), protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(wantAdd, decodeAs(t, p.request(), &cniv1.AddRequest{}), protocmp.Transform()); diff != "" {
 		t.Errorf("add request (-want +got):\n%s", diff)
 	}
 	wantDel := &cniv1.DelRequest{
 		ContainerId: "0123456789abcdef0123", Netns: "/var/run/netns/cni-1", Ifname: "eth0",
 		PodNamespace: "default", PodName: "web-0", PodUid: "u-1", CniVersion: "0.4.0",
 	}
-	if diff := cmp.Diff(wantDel, p.delRequest(), protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(wantDel, decodeAs(t, p.request(), &cniv1.DelRequest{}), protocmp.Transform()); diff != "" {
 		t.Errorf("del request (-want +got):\n%s", diff)
 	}
 	wantCheck := &cniv1.CheckRequest{
 		ContainerId: "0123456789abcdef0123", Netns: "/var/run/netns/cni-1", Ifname: "eth0",
 		PodNamespace: "default", PodName: "web-0", PodUid: "u-1", CniVersion: "0.4.0", Ip: "10.244.1.5/32",
 	}
-	if diff := cmp.Diff(wantCheck, p.checkRequest(netip.MustParsePrefix("10.244.1.5/32")), protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(wantCheck, decodeAs(t, p.checkRequest(netip.MustParsePrefix("10.244.1.5/32")), &cniv1.CheckRequest{}), protocmp.Transform()); diff != "" {
 		t.Errorf("check request (-want +got):\n%s", diff)
 	}
 
@@ -147,9 +148,9 @@ func TestRequests(t *testing.T) {
 	}
 }
 
-var testReply = &cniv1.AddReply{
-	Ip: "10.244.1.5/32", Gateway: "169.254.1.1", Mtu: 1450, HostIface: "cali0123456789a",
-	Mac: "0A:58:0A:F4:01:05", Pool: "10.244.0.0/16", Block: "10.244.1.0/26",
+var testReply = &addReply{
+	IP: "10.244.1.5/32", Gateway: "169.254.1.1", MTU: 1450, HostIface: "cali0123456789a",
+	MAC: "0A:58:0A:F4:01:05", Pool: "10.244.0.0/16", Block: "10.244.1.0/26",
 }
 
 // TestResultPerVersion compares the printed result of each supported
@@ -212,7 +213,7 @@ func jsonValue(t *testing.T, s string) any {
 // TestResultDefaults: without a MAC, host interface or gateway the pod
 // interface is the only one, and the gateway is 169.254.1.1.
 func TestResultDefaults(t *testing.T) {
-	res, err := resultFor(&cniv1.AddReply{Ip: "10.244.1.6/32", Mtu: 1450}, "eth0", "/proc/42/ns/net", "1.0.0")
+	res, err := resultFor(&addReply{IP: "10.244.1.6/32", MTU: 1450}, "eth0", "/proc/42/ns/net", "1.0.0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +227,12 @@ func TestResultDefaults(t *testing.T) {
 }
 
 func TestResultRejectsBadReplies(t *testing.T) {
-	for _, r := range []*cniv1.AddReply{
-		{Ip: "10.244.1.5"},
-		{Ip: "fd00::5/128"},
-		{Ip: "10.244.1.5/32", Gateway: "gw"},
-		{Ip: "10.244.1.5/32", Gateway: "fe80::1"},
-		{Ip: "10.244.1.5/32", Mac: "zz:zz"},
+	for _, r := range []*addReply{
+		{IP: "10.244.1.5"},
+		{IP: "fd00::5/128"},
+		{IP: "10.244.1.5/32", Gateway: "gw"},
+		{IP: "10.244.1.5/32", Gateway: "fe80::1"},
+		{IP: "10.244.1.5/32", MAC: "zz:zz"},
 	} {
 		if _, err := resultFor(r, "eth0", "/x", "1.0.0"); err == nil {
 			t.Errorf("resultFor(%v) succeeded; want an error", r)
@@ -239,14 +240,54 @@ func TestResultRejectsBadReplies(t *testing.T) {
 	}
 }
 
-// detailed builds the status the agent returns for reason.
+// decodeAs encodes r and decodes it into the generated message m, as the
+// agent's gRPC server does.
+func decodeAs[M proto.Message](t *testing.T, r *request, m M) M {
+	t.Helper()
+	b, err := r.marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatalf("proto.Unmarshal of the plugin's request: %v", err)
+	}
+	return m
+}
+
+// detailed builds the status the agent returns for reason, as the plugin
+// decodes it.
 func detailed(t *testing.T, code codes.Code, reason cniv1.ErrorReason, msg string) error {
 	t.Helper()
 	st, err := status.New(code, msg).WithDetails(&cniv1.ErrorDetail{Reason: reason})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.Err()
+	return fromGRPC(t, st.Err())
+}
+
+// grpcError is status.Error as the plugin decodes it.
+func grpcError(t *testing.T, code codes.Code, msg string) error {
+	t.Helper()
+	return fromGRPC(t, status.Error(code, msg))
+}
+
+// fromGRPC turns a grpc-go status error into the plugin's *rpcStatus the
+// way it travels: the google.rpc.Status in grpc-status-details-bin.
+func fromGRPC(t *testing.T, err error) error {
+	t.Helper()
+	st, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("%v is not a status", err)
+	}
+	b, err := proto.Marshal(st.Proto())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseStatus(b)
+	if err != nil {
+		t.Fatalf("parseStatus: %v", err)
+	}
+	return got
 }
 
 func TestRPCErrorMapping(t *testing.T) {
@@ -258,13 +299,13 @@ func TestRPCErrorMapping(t *testing.T) {
 		code uint
 		msgs []string
 	}{
-		{"transport", status.Error(codes.Unavailable, "connection error: connect: connection refused"), types.ErrTryAgainLater,
+		{"transport", grpcError(t, codes.Unavailable, "connection error: connect: connection refused"), types.ErrTryAgainLater,
 			[]string{"pod default/web-0 (container 0123456789ab)", "wren agent socket /var/run/wren/wren.sock unreachable: is the wren-agent pod running on this node?"}},
-		{"deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), types.ErrTryAgainLater,
+		{"deadline", grpcError(t, codes.DeadlineExceeded, "context deadline exceeded"), types.ErrTryAgainLater,
 			[]string{"did not answer within 30s"}},
-		{"unimplemented", status.Error(codes.Unimplemented, "unknown service"), types.ErrInternal,
+		{"unimplemented", grpcError(t, codes.Unimplemented, "unknown service"), types.ErrInternal,
 			[]string{"same release"}},
-		{"other", status.Error(codes.PermissionDenied, "nope"), types.ErrInternal, []string{"nope"}},
+		{"other", grpcError(t, codes.PermissionDenied, "nope"), types.ErrInternal, []string{"nope"}},
 		{"not a status", errors.New("weird"), types.ErrInternal, []string{"weird"}},
 		{"invalid argument", detailed(t, codes.InvalidArgument, cniv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, "bad ifname"), types.ErrInvalidEnvironmentVariables,
 			[]string{"wren-cni ADD pod default/web-0", "bad ifname"}},
@@ -294,7 +335,7 @@ func TestRPCErrorMapping(t *testing.T) {
 		}
 	}
 
-	if !isNotFound(detailed(t, codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, "x")) || !isNotFound(status.Error(codes.NotFound, "x")) {
+	if !isNotFound(detailed(t, codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, "x")) || !isNotFound(grpcError(t, codes.NotFound, "x")) {
 		t.Error("isNotFound misses a NotFound status")
 	}
 	if isNotFound(detailed(t, codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY, "x")) || isNotFound(errors.New("x")) || isNotFound(nil) {
@@ -361,6 +402,9 @@ func TestShippedConflist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if defaultSocket != cniv1.DefaultSocket {
+		t.Errorf("the plugin's default socket %s is not the agent's %s", defaultSocket, cniv1.DefaultSocket)
+	}
 	if c.socket != cniv1.DefaultSocket || c.timeout != 30*time.Second {
 		t.Errorf("shipped config: socket %q timeout %v; want %s and 30s", c.socket, c.timeout, cniv1.DefaultSocket)
 	}
@@ -380,11 +424,11 @@ func TestDeadlinePassed(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{"our context expired", expired, status.Error(codes.Unavailable, "connection refused"), true},
-		{"agent side gave up first", live, status.Error(codes.DeadlineExceeded, "deadline"), true},
-		{"connection setup ran out", live, status.Error(codes.Unavailable, "context deadline exceeded"), true},
-		{"refused with time left", live, status.Error(codes.Unavailable, "connection refused"), false},
-		{"agent error with time left", live, status.Error(codes.Internal, "boom"), false},
+		{"our context expired", expired, grpcError(t, codes.Unavailable, "connection refused"), true},
+		{"agent side gave up first", live, grpcError(t, codes.DeadlineExceeded, "deadline"), true},
+		{"connection setup ran out", live, grpcError(t, codes.Unavailable, "context deadline exceeded"), true},
+		{"refused with time left", live, grpcError(t, codes.Unavailable, "connection refused"), false},
+		{"agent error with time left", live, grpcError(t, codes.Internal, "boom"), false},
 	} {
 		if got := deadlinePassed(tc.ctx, tc.err); got != tc.want {
 			t.Errorf("%s: deadlinePassed = %v, want %v", tc.name, got, tc.want)
