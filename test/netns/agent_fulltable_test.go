@@ -20,8 +20,10 @@ package nstest_test
 // 240.0.0.0 + i*256 with length 24 + i mod 9, so 2^20 distinct /24.../32
 // prefixes fit, all outside 10.244.0.0/16 and 198.18.0.0/15. They exist
 // only as NLRI in the feeder's UPDATEs: nothing is sent to them, and the
-// test fails if any reaches a kernel. Every socket lives in a namespace the
-// test created; nothing is routed in the root namespace.
+// test fails if any reaches a kernel. The route watch's canary is a
+// blackhole for 198.19.255.248/30 inside each node's namespace. Every
+// socket lives in a namespace the test created; nothing is routed in the
+// root namespace.
 
 import (
 	"context"
