@@ -28,29 +28,21 @@ import (
 	"github.com/wren-net/wren/pkg/tunnel"
 )
 
-// Annotations written on the agent's Node (SPEC.md "Names").
-const (
-	AnnotationIPv4     = "wren.network/ipv4-address"
-	AnnotationVXLANIP  = "wren.network/ipv4-vxlan-tunnel-addr"
-	AnnotationVXLANMAC = "wren.network/vxlan-tunnel-mac"
-	AnnotationIPIPIP   = "wren.network/ipv4-ipip-tunnel-addr"
-	AnnotationASNumber = "wren.network/as-number"
-)
-
 // Cluster is the agent's view of the Kubernetes API, implemented by
 // pkg/cluster. Reads come from informer caches; Start pokes on every
 // change and returns when the caches have synced.
 type Cluster interface {
 	Start(ctx context.Context, poke func()) error
 	Nodes() ([]model.NodeInfo, error)
-	Pools() ([]model.PoolMode, error)
+	Pools() ([]model.Pool, error)
 	Blocks() ([]ipam.Block, error)
 	BGPPeers() ([]model.BGPPeer, error)
 	// BGPConfig is the BGPConfiguration named default, defaults filled in.
 	BGPConfig() (model.BGPConfig, error)
 	IPAMStore() ipam.Store
-	// AnnotateNode merges annotations into the Node.
-	AnnotateNode(ctx context.Context, name string, annotations map[string]string) error
+	// PublishNode writes the addresses set in a (and only those) into the
+	// Node's annotations, where the other nodes read them.
+	PublishNode(ctx context.Context, name string, a model.NodeAddresses) error
 	// SetNetworkAvailable sets the Node's NetworkUnavailable condition to
 	// False.
 	SetNetworkAvailable(ctx context.Context, name string) error
@@ -308,7 +300,7 @@ func (a *Agent) register() error {
 	for _, n := range nodes {
 		if n.Name != a.cfg.NodeName && n.IP.IsValid() && n.IP.Addr() == ip.Addr.Addr() {
 			return fmt.Errorf("node %s: IP %s is already used by node %s; set --node-ip-method to pick another address, or remove the %s annotation from %s",
-				a.cfg.NodeName, ip.Addr.Addr(), n.Name, AnnotationIPv4, n.Name)
+				a.cfg.NodeName, ip.Addr.Addr(), n.Name, "wren.network/ipv4-address", n.Name)
 		}
 	}
 	self.IP = ip.Addr
@@ -321,15 +313,14 @@ func (a *Agent) register() error {
 
 // poolSelected reports whether IPAM may use pool p for this node: an
 // enabled pool whose nodeSelector (a Calico selector) matches the node's
-// labels. A selector that does not parse selects nothing and is reported
-// on the pool.
-func (a *Agent) poolSelected(p ipam.Pool) bool {
+// labels. A selector that does not parse selects nothing (pkg/cluster
+// reports it on the pool).
+func (a *Agent) poolSelected(p model.Pool) bool {
 	if p.Disabled {
 		return false
 	}
 	sel, err := selector.Parse(p.NodeSelector)
 	if err != nil {
-		a.cluster.Warn("IPPool", p.Name, "InvalidNodeSelector", fmt.Sprintf("spec.nodeSelector: %v; no node allocates from this pool until it is fixed", err))
 		return false
 	}
 	nodes, err := a.cluster.Nodes()

@@ -38,26 +38,26 @@ import (
 // fakeCluster serves fixed objects; the steps edit them.
 type fakeCluster struct {
 	nodes  []model.NodeInfo
-	pools  []model.PoolMode
+	pools  []model.Pool
 	blocks []ipam.Block
 	peers  []model.BGPPeer
 	cfg    model.BGPConfig
 	warned []string
 }
 
-func (c *fakeCluster) Start(context.Context, func()) error                           { return nil }
-func (c *fakeCluster) Nodes() ([]model.NodeInfo, error)                              { return c.nodes, nil }
-func (c *fakeCluster) Pools() ([]model.PoolMode, error)                              { return c.pools, nil }
-func (c *fakeCluster) Blocks() ([]ipam.Block, error)                                 { return c.blocks, nil }
-func (c *fakeCluster) BGPPeers() ([]model.BGPPeer, error)                            { return c.peers, nil }
-func (c *fakeCluster) BGPConfig() (model.BGPConfig, error)                           { return c.cfg, nil }
-func (c *fakeCluster) IPAMStore() ipam.Store                                         { return nil }
-func (c *fakeCluster) PodGone(context.Context, string, string) bool                  { return false }
-func (c *fakeCluster) NodeGone(context.Context, string) bool                         { return false }
-func (c *fakeCluster) APIDown() (time.Time, error, bool)                             { return time.Time{}, nil, false }
-func (c *fakeCluster) APIServer() string                                             { return "https://198.18.0.2:6443" }
-func (c *fakeCluster) AnnotateNode(context.Context, string, map[string]string) error { return nil }
-func (c *fakeCluster) SetNetworkAvailable(context.Context, string) error             { return nil }
+func (c *fakeCluster) Start(context.Context, func()) error                            { return nil }
+func (c *fakeCluster) Nodes() ([]model.NodeInfo, error)                               { return c.nodes, nil }
+func (c *fakeCluster) Pools() ([]model.Pool, error)                                   { return c.pools, nil }
+func (c *fakeCluster) Blocks() ([]ipam.Block, error)                                  { return c.blocks, nil }
+func (c *fakeCluster) BGPPeers() ([]model.BGPPeer, error)                             { return c.peers, nil }
+func (c *fakeCluster) BGPConfig() (model.BGPConfig, error)                            { return c.cfg, nil }
+func (c *fakeCluster) IPAMStore() ipam.Store                                          { return nil }
+func (c *fakeCluster) PodGone(context.Context, string, string) bool                   { return false }
+func (c *fakeCluster) NodeGone(context.Context, string) bool                          { return false }
+func (c *fakeCluster) APIDown() (time.Time, error, bool)                              { return time.Time{}, nil, false }
+func (c *fakeCluster) APIServer() string                                              { return "https://198.18.0.2:6443" }
+func (c *fakeCluster) PublishNode(context.Context, string, model.NodeAddresses) error { return nil }
+func (c *fakeCluster) SetNetworkAvailable(context.Context, string) error              { return nil }
 func (c *fakeCluster) Warn(kind, name, reason, message string) {
 	c.warned = append(c.warned, kind+"/"+name+" "+reason)
 }
@@ -274,7 +274,7 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fc := &fakeCluster{
 		nodes: []model.NodeInfo{fakeNode("node-1", fNode1, nil), fakeNode("node-2", fNode2, nil), fakeNode("node-3", fNode3, nil)},
-		pools: []model.PoolMode{{Name: "default", CIDR: netip.MustParsePrefix("10.244.0.0/16"), VXLAN: model.EncapNever, IPIP: model.EncapNever}},
+		pools: []model.Pool{{Name: "default", CIDR: netip.MustParsePrefix("10.244.0.0/16"), VXLAN: model.EncapNever, IPIP: model.EncapNever}},
 		blocks: []ipam.Block{
 			block("10.244.0.0/26", "node-1", ipam.Allocation{IP: netip.MustParseAddr("10.244.0.5"), Handle: "default/web-1/c1", Namespace: "default", Pod: "web-1", ContainerID: "c1", Node: "node-1"}),
 			block("10.244.0.64/26", "node-2"),
@@ -346,7 +346,7 @@ func TestLoopStates(t *testing.T) {
 		}, {
 			name: "node-3 becomes a route reflector: node-2's mesh session stays until node-3 carries its block",
 			do: func() {
-				f.cluster.nodes[2].Labels = map[string]string{LabelRouteReflector: "true"}
+				f.cluster.nodes[2].RouteReflector, f.cluster.nodes[2].RRClusterID = true, model.DefaultRRClusterID
 			},
 			want: "route blackhole 10.244.0.0/26\n" +
 				"route 10.244.0.5/32 dev cali0761ccbeace scope link\n" +

@@ -11,18 +11,9 @@ import (
 	"github.com/wren-net/wren/pkg/bgpsession"
 	"github.com/wren-net/wren/pkg/bgpspeaker"
 	"github.com/wren-net/wren/pkg/desired"
-	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/routes"
-	"github.com/wren-net/wren/pkg/selector"
 )
-
-// DefaultRestartTime is the graceful-restart time (RFC 4724) offered to
-// peers unless the BGPConfiguration or BGPPeer sets one: how long they keep
-// this node's routes while its agent restarts, and how long a starting
-// agent keeps its previous run's routes for a session that has not sent
-// End-of-RIB.
-const DefaultRestartTime = bgpsession.DefaultRestartTime
 
 // bgpState is the loop's BGP state; only the loop touches it.
 type bgpState struct {
@@ -70,7 +61,7 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	as := NodeAS(self, cfg.AS)
+	as := self.EffectiveAS(cfg.AS)
 	sp, err := bgpspeaker.New(bgpspeaker.Config{RouterID: self.IP.Addr(), AS: as, ListenPort: int32(cfg.ListenPort),
 		Logger: a.cfg.Logger})
 	if err != nil {
@@ -158,7 +149,7 @@ func (a *Agent) kernelRemoteRoutes() ([]model.LearnedRoute, error) {
 func (a *Agent) bgpInputs(in *desired.Inputs, nodes []model.NodeInfo, cfg model.BGPConfig) {
 	b := a.bgp
 	in.BGP = true
-	b.vouched = vouchedBy(*in, nodes)
+	b.vouched = bgpsession.Vouched(in.Blocks, nodes)
 	// The changes first, so the controller sees every withdrawal (and
 	// holds what its windows cover), then the whole table.
 	b.changes = b.speaker.Drain(b.changes[:0])
@@ -171,21 +162,14 @@ func (a *Agent) bgpInputs(in *desired.Inputs, nodes []model.NodeInfo, cfg model.
 // kernel routes and advertisements: paths before peers.
 func (a *Agent) applyBGP(ctx context.Context, in desired.Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) error {
 	b := a.bgp
-	var want []model.BGPSession
-	if !cfg.MeshPasswordMissing {
-		want = NodeSessions(self, nodes, MeshConfig{Enabled: cfg.MeshEnabled, AS: cfg.AS, Port: cfg.ListenPort})
-		for i := range want {
-			want[i].Password = cfg.MeshPassword
-		}
+	peers, err := a.cluster.BGPPeers()
+	if err != nil {
+		return err
 	}
-	want = append(want, a.explicitSessions(self)...)
-	wants := make([]bgpsession.Want, 0, len(want))
-	for _, s := range want {
-		wants = append(wants, bgpsession.Want{Name: s.Name, Kind: s.Kind, Peer: a.peerConfig(s, cfg)})
-	}
+	wants := bgpsession.Wants(self, nodes, peers, cfg, a.selfIP(), a.cluster.Warn)
 	var errs []error
 	// The policy first: GoBGP accepts everything until one is assigned.
-	if err := b.speaker.SetPolicy(ctx, bgpPolicy(in, self, nodes, cfg)); err != nil {
+	if err := b.speaker.SetPolicy(ctx, bgpsession.Policy(self, nodes, in.Pools, in.Blocks, cfg)); err != nil {
 		errs = append(errs, err)
 	}
 	b.ctl.Set(wants)
@@ -204,136 +188,6 @@ func (a *Agent) applyBGP(ctx context.Context, in desired.Inputs, self model.Node
 		a.run.Poke()
 	}
 	return errors.Join(errs...)
-}
-
-// vouchedBy reports whether the cluster still backs a route BGP withdrew:
-// its prefix is a confirmed block, or an address allocated, for the node
-// whose IP is the next hop.
-func vouchedBy(in desired.Inputs, nodes []model.NodeInfo) func(model.LearnedRoute) bool {
-	nodeAt := map[netip.Addr]string{}
-	for _, n := range nodes {
-		if n.IP.IsValid() {
-			nodeAt[n.IP.Addr()] = n.Name
-		}
-	}
-	return func(r model.LearnedRoute) bool {
-		name, ok := nodeAt[r.NextHop]
-		if !ok {
-			return false
-		}
-		for _, b := range in.Blocks {
-			if b.State != ipam.StateConfirmed {
-				continue
-			}
-			if b.CIDR == r.Prefix && b.Affinity == name {
-				return true
-			}
-			if r.Prefix.Bits() == 32 && b.CIDR.Contains(r.Prefix.Addr()) {
-				for _, al := range b.Allocations {
-					if al.IP == r.Prefix.Addr() && al.Node == name {
-						return true
-					}
-				}
-			}
-		}
-		return false
-	}
-}
-
-// bgpPolicy is what the speaker may accept and pass on: prefixes inside
-// enabled pools (and, on a route reflector, the service ranges it passes
-// on), never the node's own confirmed blocks nor any node's address;
-// reflection only on a route reflector.
-func bgpPolicy(in desired.Inputs, self model.NodeInfo, nodes []model.NodeInfo, cfg model.BGPConfig) bgpspeaker.Policy {
-	_, rr := RouteReflector(self)
-	var p bgpspeaker.Policy
-	p.Reflect = rr
-	for _, pool := range in.Pools {
-		if !pool.Disabled {
-			p.Accept = append(p.Accept, pool.CIDR)
-		}
-	}
-	if rr {
-		p.Accept = append(p.Accept, cfg.ServiceCIDRs...)
-	}
-	for _, b := range in.Blocks {
-		if b.Affinity == self.Name && b.State == ipam.StateConfirmed {
-			p.Reject = append(p.Reject, b.CIDR)
-		}
-	}
-	for _, n := range nodes {
-		if n.IP.IsValid() {
-			p.Reject = append(p.Reject, netip.PrefixFrom(n.IP.Addr(), 32))
-		}
-	}
-	return p
-}
-
-// explicitSessions are the BGPPeers (with a peerIP) that apply to this
-// node: no node and no nodeSelector, the node's name, or a nodeSelector
-// matching its labels. (A peering whose password Secret is missing never
-// gets here: the cluster view reports and skips it.)
-func (a *Agent) explicitSessions(self model.NodeInfo) []model.BGPSession {
-	peers, err := a.cluster.BGPPeers()
-	if err != nil {
-		a.log.Warn("list BGP peers", "err", err)
-		return nil
-	}
-	var out []model.BGPSession
-	for _, p := range peers {
-		switch {
-		case p.Node != "" && p.Node != self.Name:
-			continue
-		case p.NodeSelector != "":
-			sel, err := selector.Parse(p.NodeSelector)
-			if err != nil {
-				a.cluster.Warn("BGPPeer", p.Name, "InvalidNodeSelector", fmt.Sprintf("spec.nodeSelector: %v; no node peers until it is fixed", err))
-				continue
-			}
-			if !sel.Matches(self.Labels) {
-				continue
-			}
-		}
-		if p.AS == 0 || !p.IP.Is4() {
-			continue
-		}
-		kind := model.SessionGlobal
-		if p.Node != "" || p.NodeSelector != "" {
-			kind = model.SessionNodeSpecific
-		}
-		out = append(out, model.BGPSession{Name: "bgppeer/" + p.Name, Kind: kind, Address: p.IP, Port: p.Port, AS: p.AS, Password: p.Password,
-			Keepalive: p.Keepalive, RestartTime: p.RestartTime, TTLSecurity: p.TTLSecurity, MaxPrefixes: p.MaxPrefixes})
-	}
-	slices.SortFunc(out, func(x, y model.BGPSession) int { return x.Address.Compare(y.Address) })
-	return out
-}
-
-// peerConfig turns a session into the speaker's peer configuration, with
-// the cluster's timers and graceful restart on every session.
-func (a *Agent) peerConfig(s model.BGPSession, cfg model.BGPConfig) bgpspeaker.Peer {
-	rt, ka := cfg.RestartTime, cfg.Keepalive
-	if s.RestartTime != 0 {
-		rt = s.RestartTime
-	}
-	if rt == 0 {
-		rt = DefaultRestartTime
-	}
-	if s.Keepalive != 0 {
-		ka = s.Keepalive
-	}
-	p := bgpspeaker.Peer{Address: s.Address, AS: s.AS, Passive: s.Passive, Port: uint16(s.Port), Password: s.Password,
-		KeepaliveSeconds: uint32(ka / time.Second), HoldSeconds: uint32(cfg.Hold / time.Second),
-		GracefulRestartSeconds: uint16(rt / time.Second), RouteReflectorClient: s.RRClient, MaxPrefixes: s.MaxPrefixes}
-	if s.TTLSecurity > 0 && s.TTLSecurity < 255 {
-		p.TTLMin = uint8(256 - s.TTLSecurity)
-	}
-	if s.RRClient && s.ClusterID.IsValid() {
-		p.ClusterID = s.ClusterID.String()
-	}
-	if self := a.selfIP(); self.IsValid() {
-		p.LocalAddress = self
-	}
-	return p
 }
 
 func (a *Agent) selfIP() netip.Addr {

@@ -110,7 +110,7 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	mtu := int(a.podMTU.Load())
 	w := model.Workload{Namespace: req.Namespace, Name: req.Name, ContainerID: req.ContainerID,
 		HostIface: proxyarp.VethName(req.Namespace, req.Name), IP: r.IP, MTU: mtu}
-	handle := req.Namespace + "/" + req.Name + "/" + req.ContainerID
+	handle := ipam.PodHandle(req.Namespace, req.Name, req.ContainerID)
 	ifName := req.IfName
 	if ifName == "" {
 		ifName = "eth0"

@@ -103,40 +103,40 @@ func (r *registrar) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]string{}
+	var want model.NodeAddresses
 	if me.IP != r.ip {
-		want[AnnotationIPv4] = r.ip.String()
+		want.IP = r.ip
 	}
-	mac := tunnel.VTEPMAC(r.node)
-	if me.VTEPMAC.String() != mac.String() {
-		want[AnnotationVXLANMAC] = mac.String()
+	if mac := tunnel.VTEPMAC(r.node); me.VTEPMAC.String() != mac.String() {
+		want.VTEPMAC = mac
 	}
 	wantVXLAN, wantIPIP := false, false
 	for _, p := range pools {
-		wantVXLAN = wantVXLAN || !p.Disabled && p.VXLAN != model.EncapNever && p.VXLAN != ""
-		wantIPIP = wantIPIP || !p.Disabled && p.IPIP != model.EncapNever && p.IPIP != ""
+		wantVXLAN = wantVXLAN || !p.Disabled && p.VXLAN != model.EncapNever
+		wantIPIP = wantIPIP || !p.Disabled && p.IPIP != model.EncapNever
 	}
 	var errs []error
 	for _, t := range []struct {
-		want       bool
-		have       netip.Addr
-		kind, note string
-	}{{wantVXLAN, me.VXLANTunnelIP, "vxlan", AnnotationVXLANIP}, {wantIPIP, me.IPIPTunnelIP, "ipip", AnnotationIPIPIP}} {
+		want bool
+		have netip.Addr
+		kind string
+		to   *netip.Addr
+	}{{wantVXLAN, me.VXLANTunnelIP, ipam.NodeAddrVXLAN, &want.VXLANTunnelIP}, {wantIPIP, me.IPIPTunnelIP, ipam.NodeAddrIPIP, &want.IPIPTunnelIP}} {
 		if !t.want || t.have.IsValid() {
 			continue
 		}
-		a, err := r.alloc.Allocate(ctx, ipam.Request{Handle: "node/" + r.node + "/" + t.kind})
+		a, err := r.alloc.Allocate(ctx, ipam.Request{Handle: ipam.NodeHandle(r.node, t.kind)})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: allocate its %s tunnel address: %w", r.node, t.kind, err))
 			continue
 		}
-		want[t.note] = a.IP.String()
+		*t.to = a.IP
 	}
-	if len(want) > 0 {
-		if err := r.cluster.AnnotateNode(ctx, r.node, want); err != nil {
+	if !want.IsZero() {
+		if err := r.cluster.PublishNode(ctx, r.node, want); err != nil {
 			errs = append(errs, err)
 		} else {
-			r.log.Info("node annotated", "annotations", want)
+			r.log.Info("node annotated", "addresses", want)
 		}
 	}
 	if r.applied.Load() && !r.condDone {

@@ -10,11 +10,26 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wren-net/wren/pkg/model"
 )
 
-// AnnotateNode merges annotations into the Node (a merge patch: other
-// annotations stay).
-func (v *View) AnnotateNode(ctx context.Context, name string, annotations map[string]string) error {
+// PublishNode writes the addresses set in a into the Node's annotations
+// (a merge patch: other annotations stay).
+func (v *View) PublishNode(ctx context.Context, name string, a model.NodeAddresses) error {
+	annotations := map[string]string{}
+	if a.IP.IsValid() {
+		annotations[AnnotationIPv4] = a.IP.String()
+	}
+	if len(a.VTEPMAC) > 0 {
+		annotations[AnnotationVXLANMAC] = a.VTEPMAC.String()
+	}
+	if a.VXLANTunnelIP.IsValid() {
+		annotations[AnnotationVXLANIP] = a.VXLANTunnelIP.String()
+	}
+	if a.IPIPTunnelIP.IsValid() {
+		annotations[AnnotationIPIPIP] = a.IPIPTunnelIP.String()
+	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ func parseNode(n *corev1.Node) (model.NodeInfo, []problem) {
 	bad := func(reason, format string, args ...any) {
 		problems = append(problems, problem{Kind: "Node", Name: n.Name, Reason: reason, Message: fmt.Sprintf(format, args...)})
 	}
-	ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Annotations: n.Annotations, Labels: n.Labels}
+	ni := model.NodeInfo{Node: model.Node{Name: n.Name}, Labels: n.Labels}
 	if s := n.Annotations[AnnotationIPv4]; s != "" {
 		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
 			ni.IP = p

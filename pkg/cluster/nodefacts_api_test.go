@@ -84,16 +84,26 @@ func TestViewNodeFacts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var evs corev1.EventList
-	if err := c.List(ctx, &evs); err != nil {
-		t.Fatal(err)
-	}
+	// Events are written asynchronously (client-go's broadcaster): wait
+	// for them, then check there are no more than wanted.
 	var nodeEvents []string
-	for _, e := range evs.Items {
-		if e.InvolvedObject.Kind == "Node" && e.Type == corev1.EventTypeWarning {
-			nodeEvents = append(nodeEvents, e.InvolvedObject.Name+" "+e.Reason+": "+e.Message)
+	listEvents := func() error {
+		var evs corev1.EventList
+		if err := c.List(ctx, &evs); err != nil {
+			return err
 		}
+		nodeEvents = nil
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "Node" && e.Type == corev1.EventTypeWarning {
+				nodeEvents = append(nodeEvents, e.InvolvedObject.Name+" "+e.Reason+": "+e.Message)
+			}
+		}
+		if len(nodeEvents) < 2 {
+			return fmt.Errorf("Node Events so far: %q", nodeEvents)
+		}
+		return nil
 	}
+	poll(t, "the Node Events are recorded", listEvents)
 	wantEvents := []string{
 		`node-b BadAnnotation: annotation wren.network/as-number="abc" is not an AS number`,
 		`node-b BadLabel: label wren.network/route-reflector="rack1" is neither true nor a cluster ID`,

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -125,10 +126,24 @@ func TestPoolsViewAndIPAMAgree(t *testing.T) {
 		{"f-bad-selector", "InvalidNodeSelector", "spec.nodeSelector: selector \"zone ==\""},
 		{"g-host-bits", "InvalidCIDR", "spec.cidr: cidr \"10.247.0.1/16\" is not an IPv4 network address"},
 	}
+	// Events are written asynchronously (client-go's broadcaster): wait
+	// until each wanted one is there, then check the whole list.
 	var evs corev1.EventList
-	if err := c.List(ctx, &evs); err != nil {
-		t.Fatal(err)
-	}
+	poll(t, "the IPPool Events are recorded", func() error {
+		if err := c.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, w := range wantEvents {
+			found := false
+			for _, e := range evs.Items {
+				found = found || e.InvolvedObject.Name == w.name && e.Reason == w.reason
+			}
+			if !found {
+				return fmt.Errorf("no %s Event on IPPool %s yet", w.reason, w.name)
+			}
+		}
+		return nil
+	})
 	count := map[string]int{}
 	for _, e := range evs.Items {
 		if e.InvolvedObject.Kind != "IPPool" || e.Type != corev1.EventTypeWarning {

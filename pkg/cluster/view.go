@@ -2,13 +2,11 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -46,6 +43,7 @@ type View struct {
 
 	mu     sync.Mutex
 	warned map[string]bool // object/reason/message already reported
+	events *events
 }
 
 // DefaultNamespace is where the agent looks for BGP password Secrets
@@ -96,6 +94,9 @@ func NewView(cfg *rest.Config, node string, logger *slog.Logger, opts ...ViewOpt
 	})
 	if err != nil {
 		return nil, fmt.Errorf("informer cache: %w", err)
+	}
+	if v.events, err = newEvents(cfg, node, v.log); err != nil {
+		return nil, fmt.Errorf("event recorder: %w", err)
 	}
 	v.cfg, v.c, v.cache = cfg, c, ca
 	v.store = NewIPAMStore(c, logger).WithCache(ca)
@@ -322,31 +323,6 @@ func (v *View) APIServer() string { return v.host }
 // the View's requests and its /readyz probe last found.
 func (v *View) APIDown() (since time.Time, err error, down bool) { return v.health.state() }
 
-// PublishNode merges annotations into the Node and marks its network
-// available (condition NetworkUnavailable=False, as Calico does).
-func (v *View) PublishNode(ctx context.Context, name string, annotations map[string]string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
-	if err != nil {
-		return err
-	}
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := v.c.Patch(ctx, n, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return fmt.Errorf("annotate node %s: %w", name, err)
-	}
-	now := metav1.NewTime(time.Now())
-	cond := corev1.NodeCondition{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
-		Reason: "WrenIsUp", Message: "Wren agent is running on this node", LastTransitionTime: now, LastHeartbeatTime: now}
-	sp, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
-	if err != nil {
-		return err
-	}
-	// A strategic merge patch merges conditions by type.
-	if err := v.c.Status().Patch(ctx, n, client.RawPatch(types.StrategicMergePatchType, sp)); err != nil {
-		return fmt.Errorf("set NetworkUnavailable=False on node %s: %w", name, err)
-	}
-	return nil
-}
-
 // PodGone reports whether a pod does not exist, for address GC. Only the
 // API server itself can say so: the informer cache may not show a pod
 // created a moment ago (after an API outage client-go's reflectors back
@@ -396,21 +372,7 @@ func (v *View) Warn(kind, name, reason, message string) {
 		return
 	}
 	v.log.Warn(message, "kind", kind, "name", name, "reason", reason)
-	apiVersion := v1alpha1.GroupVersion.String()
-	if kind == "Node" || kind == "Pod" {
-		apiVersion = "v1"
-	}
-	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{GenerateName: strings.ToLower(name) + ".", Namespace: metav1.NamespaceDefault},
-		InvolvedObject: corev1.ObjectReference{Kind: kind, Name: name, APIVersion: apiVersion},
-		Reason:         reason, Message: message, Type: corev1.EventTypeWarning,
-		Source:         corev1.EventSource{Component: "wren-agent", Host: v.node},
-		FirstTimestamp: now, LastTimestamp: now, Count: 1,
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := v.c.Create(ctx, ev); err != nil {
-		v.log.Warn("record event", "err", err)
-	}
+	// Queued: client-go's broadcaster writes it on its own goroutine, so
+	// the caller (the agent's loop) never waits for the API server.
+	v.events.warn(kind, name, reason, message)
 }

@@ -20,7 +20,7 @@ import (
 type Inputs struct {
 	Self      model.Node
 	Nodes     []model.Node // every node, Self included or not
-	Pools     []model.PoolMode
+	Pools     []model.Pool
 	Blocks    []ipam.Block
 	Workloads []model.Workload // local pods
 	HostMTU   int
@@ -135,7 +135,7 @@ func Build(in Inputs) (model.Desired, []error) {
 }
 
 // encaps reports whether any enabled pool uses VXLAN or IPIP.
-func encaps(pools []model.PoolMode) (vxlan, ipip bool) {
+func encaps(pools []model.Pool) (vxlan, ipip bool) {
 	for _, p := range pools {
 		if p.Disabled {
 			continue
@@ -149,7 +149,7 @@ func encaps(pools []model.PoolMode) (vxlan, ipip bool) {
 // PodMTU is the pods' MTU: the host's, less the overhead of the
 // encapsulation the enabled pools use (VXLAN's when any pool uses it, as
 // one MTU serves every pod).
-func PodMTU(pools []model.PoolMode, hostMTU int) int {
+func PodMTU(pools []model.Pool, hostMTU int) int {
 	switch vxlan, ipip := encaps(pools); {
 	case vxlan:
 		return hostMTU - tunnel.VXLANOverhead
@@ -159,7 +159,7 @@ func PodMTU(pools []model.PoolMode, hostMTU int) int {
 	return hostMTU
 }
 
-func isVXLAN(p model.PoolMode) bool { return p.VXLAN != model.EncapNever && p.VXLAN != "" }
+func isVXLAN(p model.Pool) bool { return p.VXLAN != model.EncapNever && p.VXLAN != "" }
 
 // LearnedShaper turns BGP best paths into kernel routes, shaped by the
 // pool's mode towards the node whose address is the next hop (a next hop
@@ -292,7 +292,7 @@ func advertisements(in Inputs) []netip.Prefix {
 // remoteRoute routes dst to node n by the pool's mode: VXLAN via its VTEP
 // (onlink), IPIP via its node IP on tunl0 (onlink), or directly over the
 // underlay; CrossSubnet encapsulates only towards other subnets.
-func remoteRoute(in Inputs, pool model.PoolMode, n model.Node, dst netip.Prefix) (model.Route, error) {
+func remoteRoute(in Inputs, pool model.Pool, n model.Node, dst netip.Prefix) (model.Route, error) {
 	if !n.IP.IsValid() {
 		return model.Route{}, errors.New("node has no wren.network/ipv4-address yet")
 	}
@@ -313,13 +313,13 @@ func remoteRoute(in Inputs, pool model.PoolMode, n model.Node, dst netip.Prefix)
 		OnLink: pool.VXLAN == model.EncapCrossSubnet}, nil
 }
 
-func poolOf(pools []model.PoolMode, cidr netip.Prefix) (model.PoolMode, bool) {
+func poolOf(pools []model.Pool, cidr netip.Prefix) (model.Pool, bool) {
 	for _, p := range pools {
 		if p.CIDR.Contains(cidr.Addr()) && p.CIDR.Bits() <= cidr.Bits() {
 			return p, true
 		}
 	}
-	return model.PoolMode{}, false
+	return model.Pool{}, false
 }
 
 func sortedNodes(m map[string]model.Node) []model.Node {

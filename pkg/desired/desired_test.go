@@ -53,34 +53,34 @@ func TestBuild(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		mode    model.PoolMode
+		mode    model.Pool
 		want    string
 		podMTU  int
 		vteps   int
 		tunnels bool
 	}{
-		{"vxlan always", model.PoolMode{VXLAN: model.EncapAlways, IPIP: model.EncapNever}, strings.Join([]string{
+		{"vxlan always", model.Pool{VXLAN: model.EncapAlways, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 10.244.2.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1450, 2, true},
-		{"vxlan cross subnet", model.PoolMode{VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever}, strings.Join([]string{
+		{"vxlan cross subnet", model.Pool{VXLAN: model.EncapCrossSubnet, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0 onlink",
 			"10.244.3.0/26 via 10.244.3.0 dev vxlan.calico onlink mtu 1450",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1450, 2, true},
-		{"ipip cross subnet", model.PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapCrossSubnet}, strings.Join([]string{
+		{"ipip cross subnet", model.Pool{VXLAN: model.EncapNever, IPIP: model.EncapCrossSubnet}, strings.Join([]string{
 			"10.244.1.40/32 via 198.18.1.13 dev tunl0 onlink mtu 1480",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0",
 			"10.244.3.0/26 via 198.18.1.13 dev tunl0 onlink mtu 1480",
 			"blackhole 10.244.1.0/26",
 		}, "\n"), 1480, 0, false},
-		{"no encap", model.PoolMode{VXLAN: model.EncapNever, IPIP: model.EncapNever}, strings.Join([]string{
+		{"no encap", model.Pool{VXLAN: model.EncapNever, IPIP: model.EncapNever}, strings.Join([]string{
 			"10.244.1.40/32 via 198.18.1.13 dev eth0",
 			"10.244.1.5/32 dev cali1111111111a scope link",
 			"10.244.2.0/26 via 198.18.0.12 dev eth0",
@@ -94,7 +94,7 @@ func TestBuild(t *testing.T) {
 			pool.Name, pool.CIDR = "default", pfx("10.244.0.0/16")
 			self := a
 			self.IPIPTunnelIP = addr("10.244.1.1")
-			d, errs := Build(Inputs{Self: self, Nodes: []model.Node{a, b, c}, Pools: []model.PoolMode{pool}, Blocks: blocks,
+			d, errs := Build(Inputs{Self: self, Nodes: []model.Node{a, b, c}, Pools: []model.Pool{pool}, Blocks: blocks,
 				Workloads: []model.Workload{web}, HostMTU: 1500, Uplink: "eth0"})
 			if len(errs) != 0 {
 				t.Fatal(errs)
@@ -118,7 +118,7 @@ func TestBuildGaps(t *testing.T) {
 	a := nodeN("node-a", "198.18.0.11/24", "10.244.1.0")
 	noVX := nodeN("node-b", "198.18.0.12/24", "") // not yet published
 	d, errs := Build(Inputs{Self: a, Nodes: []model.Node{a, noVX},
-		Pools: []model.PoolMode{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLAN: model.EncapAlways}},
+		Pools: []model.Pool{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLAN: model.EncapAlways}},
 		Blocks: []ipam.Block{
 			blk("10.244.1.0/26", "node-a", ipam.StateConfirmed),
 			blk("10.244.2.0/26", "node-b", ipam.StateConfirmed),
@@ -155,7 +155,7 @@ func TestBuildBGP(t *testing.T) {
 	c := nodeN("node-c", "198.18.1.13/24", "10.244.9.0")
 	borrowed := model.Workload{Namespace: "default", Name: "guest", HostIface: "cali2222222222b", IP: addr("10.244.2.7")}
 	web := model.Workload{Namespace: "default", Name: "web", HostIface: "cali1111111111a", IP: addr("10.244.1.5")}
-	pools := []model.PoolMode{
+	pools := []model.Pool{
 		{Name: "plain", CIDR: pfx("10.244.0.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever},
 		{Name: "vx", CIDR: pfx("10.244.16.0/20"), VXLAN: model.EncapAlways, IPIP: model.EncapNever},
 		{Name: "quiet", CIDR: pfx("10.244.32.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever, DisableBGPExport: true},

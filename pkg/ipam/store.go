@@ -37,12 +37,6 @@ const (
 	StateConfirmed = "confirmed"
 )
 
-// Pool is the old name of model.Pool, the IPPool as pkg/cluster
-// translates it for IPAM and the agent alike.
-//
-// Deprecated: use model.Pool; pkg/agent moves over next.
-type Pool = model.Pool
-
 // Allocation is one address handed out from a block.
 type Allocation struct {
 	IP netip.Addr

@@ -259,11 +259,6 @@ type Pool struct {
 	Disabled bool
 }
 
-// PoolMode is the old name of Pool.
-//
-// Deprecated: use Pool; pkg/agent moves over next.
-type PoolMode = Pool
-
 // DefaultRRClusterID is a route reflector's cluster ID when its
 // wren.network/route-reflector label is not a dotted quad: one ID for
 // the whole cluster, so that reflectors drop routes reflected by each
@@ -272,6 +267,21 @@ type PoolMode = Pool
 // uses for routeReflectorClusterID.
 var DefaultRRClusterID = netip.AddrFrom4([4]byte{244, 0, 0, 1})
 
+// NodeAddresses are what a node's agent publishes about it for the other
+// nodes (pkg/cluster writes them as the Node's annotations). A zero field
+// is not written.
+type NodeAddresses struct {
+	IP            netip.Prefix     // the underlay address with its prefix length
+	VTEPMAC       net.HardwareAddr // of vxlan.calico
+	VXLANTunnelIP netip.Addr
+	IPIPTunnelIP  netip.Addr
+}
+
+// IsZero reports whether there is nothing to publish.
+func (a NodeAddresses) IsZero() bool {
+	return !a.IP.IsValid() && len(a.VTEPMAC) == 0 && !a.VXLANTunnelIP.IsValid() && !a.IPIPTunnelIP.IsValid()
+}
+
 // NodeInfo is a Node as pkg/cluster reports it: Node's addresses, the
 // node's BGP facts, and its labels, each annotation and label parsed
 // there (a malformed one is reported on the Node and ignored).
@@ -279,12 +289,8 @@ type NodeInfo struct {
 	Node
 	// Labels are the Node's labels, for node selectors (IPPool and
 	// BGPPeer nodeSelector, BGPPeer peerSelector).
-	Labels map[string]string
-	// Annotations are the Node's annotations, unparsed.
-	//
-	// Deprecated: use the typed fields (AS); pkg/agent moves over next.
-	Annotations map[string]string
-	InternalIP  netip.Addr // status.addresses InternalIP, if any
+	Labels     map[string]string
+	InternalIP netip.Addr // status.addresses InternalIP, if any
 	// AS is the node's own AS number (annotation wren.network/as-number);
 	// 0 when the node has none. See EffectiveAS.
 	AS uint32

@@ -123,7 +123,7 @@ type timedCluster struct {
 
 func (c *timedCluster) IPAMStore() ipam.Store { return c.store }
 
-func (c *timedCluster) Pools() ([]model.PoolMode, error) {
+func (c *timedCluster) Pools() ([]model.Pool, error) {
 	c.tr.mu.Lock()
 	c.tr.syncStart = time.Now()
 	c.tr.mu.Unlock()
@@ -147,7 +147,7 @@ type timedStore struct {
 	tr *tracer
 }
 
-func (s *timedStore) ListPools(ctx context.Context) ([]ipam.Pool, error) {
+func (s *timedStore) ListPools(ctx context.Context) ([]model.Pool, error) {
 	defer s.tr.record(kindStore, "ListPools", time.Now())
 	return s.Store.ListPools(ctx)
 }
@@ -164,7 +164,7 @@ func (s *timedStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return s.Store.(ipam.CachedStore).CachedBlocks(ctx)
 }
 
-func (s *timedStore) CachedPools(ctx context.Context) ([]ipam.Pool, error) {
+func (s *timedStore) CachedPools(ctx context.Context) ([]model.Pool, error) {
 	defer s.tr.record(kindCache, "CachedPools", time.Now())
 	return s.Store.(ipam.CachedStore).CachedPools(ctx)
 }

@@ -12,8 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/wren-net/wren/pkg/agent"
+	wcluster "github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/ipam"
 	nstest "github.com/wren-net/wren/test/netns"
 )
 
@@ -38,9 +39,9 @@ func TestAgentIPIPTunnelAddress(t *testing.T) {
 		if err := ac.c.Get(ctx, keyOf(node), &n); err != nil {
 			return netip.Addr{}, err
 		}
-		s, ok := n.Annotations[agent.AnnotationIPIPIP]
+		s, ok := n.Annotations[wcluster.AnnotationIPIPIP]
 		if !ok {
-			return netip.Addr{}, fmt.Errorf("node %s has no %s annotation", node, agent.AnnotationIPIPIP)
+			return netip.Addr{}, fmt.Errorf("node %s has no %s annotation", node, wcluster.AnnotationIPIPIP)
 		}
 		return netip.ParseAddr(s)
 	}
@@ -66,7 +67,7 @@ func TestAgentIPIPTunnelAddress(t *testing.T) {
 		found := false
 		for _, bl := range blocks.Items {
 			for _, al := range bl.Spec.Allocations {
-				if al.IP == ip.String() && al.Handle == "node/"+node+"/ipip" {
+				if al.IP == ip.String() && al.Handle == ipam.NodeHandle(node, ipam.NodeAddrIPIP) {
 					found = true
 				}
 			}

@@ -1,4 +1,4 @@
-package agent
+package bgpsession
 
 import (
 	"fmt"
@@ -9,8 +9,8 @@ import (
 	"github.com/wren-net/wren/pkg/model"
 )
 
-func topoNode(name, ip string, labels map[string]string) model.NodeInfo {
-	n := model.NodeInfo{Node: model.Node{Name: name}, Labels: labels, Annotations: map[string]string{}}
+func topoNode(name, ip string, rr netip.Addr) model.NodeInfo {
+	n := model.NodeInfo{Node: model.Node{Name: name}, RouteReflector: rr.IsValid(), RRClusterID: rr}
 	if ip != "" {
 		n.IP = netip.MustParsePrefix(ip)
 	}
@@ -37,12 +37,13 @@ func sessionLines(ss []model.BGPSession) string {
 // TestNodeSessions walks the mesh → route-reflector → mesh shapes SPEC.md
 // describes, from each node's point of view.
 func TestNodeSessions(t *testing.T) {
-	rr := map[string]string{LabelRouteReflector: ""}
-	rrID := map[string]string{LabelRouteReflector: "10.0.0.9"}
-	a := topoNode("a", "198.18.0.11/24", nil)
-	b := topoNode("b", "198.18.0.12/24", nil)
-	c := topoNode("c", "198.18.1.13/24", nil)
-	unregistered := topoNode("new", "", nil)
+	rr := model.DefaultRRClusterID
+	rrID := netip.MustParseAddr("10.0.0.9")
+	none := netip.Addr{}
+	a := topoNode("a", "198.18.0.11/24", none)
+	b := topoNode("b", "198.18.0.12/24", none)
+	c := topoNode("c", "198.18.1.13/24", none)
+	unregistered := topoNode("new", "", none)
 	cfg := MeshConfig{Enabled: true}
 	cases := []struct {
 		name  string
@@ -72,7 +73,7 @@ rr/b 198.18.0.12:0 as64512 active
 rr-client/c 198.18.1.13:0 as64512 active client cluster-id 10.0.0.9
 `},
 		{name: "AS and port from the configuration and annotations", self: a,
-			nodes: []model.NodeInfo{a, {Node: b.Node, Annotations: map[string]string{AnnotationASNumber: "65010"}}}, cfg: MeshConfig{Enabled: true, AS: 64600, Port: 1179}, want: `
+			nodes: []model.NodeInfo{a, {Node: b.Node, AS: 65010}}, cfg: MeshConfig{Enabled: true, AS: 64600, Port: 1179}, want: `
 mesh/b 198.18.0.12:1179 as65010 active
 `},
 		{name: "mesh disabled", self: a, nodes: []model.NodeInfo{a, b, c}, cfg: MeshConfig{}, want: ``},
@@ -89,23 +90,5 @@ mesh/b 198.18.0.12:0 as64512 active
 				t.Errorf("got:\n%swant:\n%s", got, want)
 			}
 		})
-	}
-}
-
-func TestNodeAS(t *testing.T) {
-	n := topoNode("a", "198.18.0.11/24", nil)
-	if got := NodeAS(n, 0); got != DefaultAS {
-		t.Errorf("no config: %d", got)
-	}
-	if got := NodeAS(n, 65000); got != 65000 {
-		t.Errorf("cluster AS: %d", got)
-	}
-	n.Annotations[AnnotationASNumber] = "65001"
-	if got := NodeAS(n, 65000); got != 65001 {
-		t.Errorf("annotation: %d", got)
-	}
-	n.Annotations[AnnotationASNumber] = "not-a-number"
-	if got := NodeAS(n, 65000); got != 65000 {
-		t.Errorf("bad annotation: %d", got)
 	}
 }
