@@ -21,6 +21,7 @@ import (
 	"github.com/wren-net/wren/pkg/netwatch"
 	"github.com/wren-net/wren/pkg/nodeip"
 	"github.com/wren-net/wren/pkg/proxyarp"
+	"github.com/wren-net/wren/pkg/registrar"
 	"github.com/wren-net/wren/pkg/routes"
 	"github.com/wren-net/wren/pkg/runner"
 	"github.com/wren-net/wren/pkg/selector"
@@ -134,7 +135,7 @@ type Agent struct {
 	alloc  *ipam.Allocator
 	run    *runner.Runner
 	bgp    *bgpState // nil without Config.BGP; the loop's
-	reg    *registrar
+	reg    *registrar.Registrar
 
 	// events carries CNI ADDs and DELs (and addresses GC released) to the
 	// loop, which alone owns pinned and released.
@@ -195,7 +196,7 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}, events: make(chan workloadEvent, 1024)}
-	a.reg = newRegistrar(cfg.NodeName, netip.Prefix{}, cluster, nil, cfg.Logger)
+	a.reg = registrar.New(cfg.NodeName, cluster, cfg.Logger)
 	var err error
 	if cfg.NetNS > 0 {
 		a.nl, err = netlink.NewHandleAt(cfg.NetNS)
@@ -247,7 +248,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.reg.ip, a.reg.alloc = a.self.IP, alloc
 	if a.cfg.BGP {
 		a.mu.Lock()
 		self := a.self
@@ -264,7 +264,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return w.Run(gctx, a.run.Poke) })
 	g.Go(func() error { return a.run.Run(gctx) })
 	g.Go(func() error { a.housekeeping(gctx); return nil })
-	g.Go(func() error { a.reg.run(gctx); return nil })
+	g.Go(func() error { a.reg.Run(gctx, a.self.IP, alloc); return nil })
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil

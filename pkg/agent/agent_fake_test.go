@@ -31,6 +31,7 @@ import (
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/proxyarp"
+	"github.com/wren-net/wren/pkg/registrar"
 	"github.com/wren-net/wren/pkg/routes"
 	"github.com/wren-net/wren/pkg/runner"
 )
@@ -292,7 +293,7 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		routes: rr, tun: fa.tun, arp: fa.pods, pinned: map[string]model.Workload{}, released: map[string]time.Time{},
 		events: make(chan workloadEvent, 16)}
 	a.self = fc.nodes[0]
-	a.reg = newRegistrar("node-1", fNode1, fc, nil, log)
+	a.reg = registrar.New("node-1", fc, log)
 	if a.run, err = runner.New(runner.Config{Logger: log}, a.sync); err != nil {
 		t.Fatal(err)
 	}

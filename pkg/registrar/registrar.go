@@ -1,4 +1,11 @@
-package agent
+// Package registrar owns a node agent's writes about its own Node: the
+// annotations the other nodes route by (node address, VTEP MAC, and the
+// VXLAN and IPIP tunnel addresses, allocated from IPAM under a fixed
+// handle so a restart finds the same ones) and the NetworkUnavailable
+// condition, set once the agent's loop has applied the node's dataplane.
+// It runs on its own goroutine; the loop never writes the Kubernetes API.
+// What it publishes reaches the loop through the Node informer.
+package registrar
 
 import (
 	"context"
@@ -14,15 +21,17 @@ import (
 	"github.com/wren-net/wren/pkg/tunnel"
 )
 
-// registrar owns the agent's writes about its own Node: the annotations
-// the other nodes route by (node address, VTEP MAC, and the VXLAN and
-// IPIP tunnel addresses, allocated from IPAM under a fixed handle so a
-// restart finds the same ones) and the NetworkUnavailable condition, set
-// once the loop has applied the node's dataplane. It runs on its own
-// goroutine; the loop never writes the Kubernetes API. What it publishes
-// reaches the loop through the Node informer, which pokes the loop like
-// any other change.
-type registrar struct {
+// Cluster is what the registrar needs of the Kubernetes API
+// (pkg/cluster's View).
+type Cluster interface {
+	Nodes() ([]model.NodeInfo, error)
+	Pools() ([]model.Pool, error)
+	PublishNode(ctx context.Context, name string, a model.NodeAddresses) error
+	SetNetworkAvailable(ctx context.Context, name string) error
+}
+
+// Registrar is one node's registrar; see the package doc.
+type Registrar struct {
 	node    string
 	ip      netip.Prefix // the node address the agent detected at start
 	cluster Cluster
@@ -34,20 +43,30 @@ type registrar struct {
 	condDone bool        // NetworkUnavailable=False is set; the registrar's own
 }
 
-func newRegistrar(node string, ip netip.Prefix, c Cluster, alloc *ipam.Allocator, log *slog.Logger) *registrar {
-	return &registrar{node: node, ip: ip, cluster: c, alloc: alloc, log: log.With("component", "registrar"), poke: make(chan struct{}, 1)}
+// New returns the registrar of node; it does nothing until Run.
+func New(node string, c Cluster, log *slog.Logger) *Registrar {
+	return &Registrar{node: node, cluster: c, log: log.With("component", "registrar"), poke: make(chan struct{}, 1)}
+}
+
+// Run publishes ip (the node address the agent detected) and the tunnel
+// addresses it allocates with alloc, on every Poke and with backoff after
+// a failure (200 ms to 30 s), until ctx ends.
+func (r *Registrar) Run(ctx context.Context, ip netip.Prefix, alloc *ipam.Allocator) {
+	r.ip, r.alloc = ip, alloc
+	r.run(ctx)
 }
 
 // Poke asks for a look at the Node soon; it never blocks.
-func (r *registrar) Poke() {
+func (r *Registrar) Poke() {
 	select {
 	case r.poke <- struct{}{}:
 	default:
 	}
 }
 
-// Applied tells the registrar that the loop has applied the dataplane.
-func (r *registrar) Applied() {
+// Applied tells the registrar that the loop has applied the dataplane:
+// NetworkUnavailable may be cleared.
+func (r *Registrar) Applied() {
 	if !r.applied.Swap(true) {
 		r.Poke()
 	}
@@ -55,7 +74,7 @@ func (r *registrar) Applied() {
 
 // run reconciles on every poke, retrying failures with backoff (200 ms to
 // 30 s) until ctx ends.
-func (r *registrar) run(ctx context.Context) {
+func (r *Registrar) run(ctx context.Context) {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	backoff := time.Duration(0)
@@ -85,7 +104,7 @@ func (r *registrar) run(ctx context.Context) {
 
 // reconcile publishes what the Node lacks (by the informer cache, so a
 // steady state costs no request).
-func (r *registrar) reconcile(ctx context.Context) error {
+func (r *Registrar) reconcile(ctx context.Context) error {
 	nodes, err := r.cluster.Nodes()
 	if err != nil {
 		return err
