@@ -4,24 +4,32 @@ package nstest_test
 
 // Bad input from the network: a hostile BGP peer. The test runs a small
 // raw-socket BGP speaker ("attacker", AS 65099) in its own namespace on the
-// nodes' switch, makes node-1's wren-agent peer with it through a BGPPeer,
-// and sends, one per session, UPDATE messages that GoBGP v3.37.0's public
-// advisories (GHSA-4p9m-8gc4-rw2h and others) are about. For each it
-// records what the agent does: NOTIFICATION or not, same PID or crash,
-// panic in the log, kernel routes kept, pod ping, session to node-2. A
-// crash must leave the kernel routes in place, and a restarted agent (the
-// test restarts it, as the kubelet would) must recover. SECURITY.md has
-// the results.
+// nodes' switch, makes node-1's wren-agent peer with it through a BGPPeer
+// (eBGP), and sends, one per session, the malformed UPDATE messages of
+// GoBGP's public advisories that an IPv4 unicast session can carry (each
+// variant names its advisory), plus a few neighbours of them. Every
+// variant must end in treat-as-withdraw (RFC 7606: session kept, the
+// malformed prefix not learned) or a session reset (NOTIFICATION or
+// close), and the agent must then open a new session with the attacker.
+// Two are learned instead: one is a valid UPDATE (wellFormed), one a check
+// the speaker does not make (tolerated, with the reason).
+// A crash, a panic in the agent's log, a changed PID, a deleted kernel
+// route (other than the attacker's own prefixes), a reset of node-1's
+// session with node-2 or a failed pod ping fails the variant. SECURITY.md
+// has the results.
 //
 // Test addresses: nodes 198.18.0.11-12/24 and the attacker 198.18.0.50/24
-// on one switch, pods 10.244.0.0/16; the attacker announces prefixes in
-// 10.244.200.0/21 (inside the pool, so the import policy accepts them).
-// Every socket lives in a namespace the test created; nothing is routed in
-// the root namespace.
+// on one switch, pods 10.244.0.0/16 (the nodes' blocks are the lowest
+// /26s); the attacker announces prefixes in 10.244.192.0/19 (inside the
+// pool, so the import policy accepts them); the IPv6 prefix 2001:db8::/32
+// in one variant's MP_REACH_NLRI is documentation space on a session
+// without IPv6, never installed. Every socket lives in a namespace the
+// test created; nothing is routed in the root namespace.
 
 import (
 	"bufio"
 	"context"
+	"debug/buildinfo"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,15 +63,17 @@ const (
 
 	attrFlagOptional   = 0x80
 	attrFlagTransitive = 0x40
+	attrFlagExtLen     = 0x10
 
-	attrOrigin   = 1
-	attrASPath   = 2
-	attrNextHop  = 3
-	attrMPReach  = 14
-	attrAS4Path  = 17
-	asPathSeq    = 2
-	capMP        = 1
-	capFourOctet = 65
+	attrOrigin    = 1
+	attrASPath    = 2
+	attrNextHop   = 3
+	attrLocalPref = 5
+	attrMPReach   = 14
+	attrAS4Path   = 17
+	asPathSeq     = 2
+	capMP         = 1
+	capFourOctet  = 65
 )
 
 // bgpMsg frames a BGP message: marker, length, type, body.
@@ -122,16 +132,27 @@ func nlri24(p string) []byte {
 	return []byte{24, a[0], a[1], a[2]}
 }
 
-// bgpUpdate is an UPDATE with no withdrawn routes; attrLen < 0 means the
-// real length of attrs.
-func bgpUpdate(attrLen int, attrs []byte, nlri []byte) []byte {
+// bgpUpdateLens is an UPDATE whose two length fields say withdrawnLen
+// and attrLen; a negative length means the real length of withdrawn or
+// attrs.
+func bgpUpdateLens(withdrawnLen int, withdrawn []byte, attrLen int, attrs, nlri []byte) []byte {
+	if withdrawnLen < 0 {
+		withdrawnLen = len(withdrawn)
+	}
 	if attrLen < 0 {
 		attrLen = len(attrs)
 	}
-	body := []byte{0, 0, 0, 0}
-	binary.BigEndian.PutUint16(body[2:], uint16(attrLen))
+	body := binary.BigEndian.AppendUint16(nil, uint16(withdrawnLen))
+	body = append(body, withdrawn...)
+	body = binary.BigEndian.AppendUint16(body, uint16(attrLen))
 	body = append(body, attrs...)
 	return bgpMsg(msgUpdate, append(body, nlri...))
+}
+
+// bgpUpdate is an UPDATE with no withdrawn routes; attrLen < 0 means the
+// real length of attrs.
+func bgpUpdate(attrLen int, attrs []byte, nlri []byte) []byte {
+	return bgpUpdateLens(-1, nil, attrLen, attrs, nlri)
 }
 
 var (
@@ -148,64 +169,151 @@ const goodPrefix = "10.244.200.0/24"
 // malformedVariant is one malformed UPDATE, sent on its own session.
 type malformedVariant struct {
 	name      string
-	prefix    string // the prefix it tries to announce
+	prefix    string // the prefix it tries to announce, "" for none
 	fourOctet bool   // the attacker's OPEN offers 4-octet AS numbers
-	what      string
+	// wellFormed marks an UPDATE that is valid, only unusual: its prefix
+	// must be learned on a kept session.
+	wellFormed bool
+	// tolerated, when set, says why learning the prefix of this wrong
+	// UPDATE on a kept session is not (yet) a failure: a check the speaker
+	// does not make. SECURITY.md lists it under residual risks.
+	tolerated string
+	what      string // the advisory it reproduces, and how
 	update    func() []byte
 }
 
+// malformedVariants lists the UPDATEs, grouped by advisory. The advisory
+// texts are on github.com/osrg/gobgp/security/advisories; where one has no
+// public payload, the variants are our reading of it and say so.
 func malformedVariants() []malformedVariant {
 	cat := func(bs ...[]byte) []byte { return slices.Concat(bs...) }
 	return []malformedVariant{{
 		name: "nexthop-len-3", prefix: "10.244.201.0/24", fourOctet: true,
-		what: "NEXT_HOP of length 3 (GHSA-4p9m-8gc4-rw2h), after ORIGIN and AS_PATH",
+		what: "GHSA-4p9m-8gc4-rw2h (NEXT_HOP of length 0-3): NEXT_HOP of length 3, flags right, after ORIGIN and AS_PATH",
 		update: func() []byte {
 			return bgpUpdate(-1, cat(origin, asPath4, wellKnown(attrNextHop, attackerNH[:3]...)), nlri24("10.244.201.0/24"))
 		},
 	}, {
 		name: "nexthop-len-3-first", prefix: "10.244.202.0/24", fourOctet: true,
-		what: "NEXT_HOP of length 3 before ORIGIN and AS_PATH (the advisory's order)",
+		what: "GHSA-4p9m-8gc4-rw2h: NEXT_HOP of length 3 before ORIGIN and AS_PATH",
 		update: func() []byte {
 			return bgpUpdate(-1, cat(wellKnown(attrNextHop, attackerNH[:3]...), origin, asPath4), nlri24("10.244.202.0/24"))
 		},
 	}, {
 		name: "nexthop-len-1", prefix: "10.244.203.0/24", fourOctet: true,
-		what: "NEXT_HOP of length 1, the last attribute",
+		what: "GHSA-4p9m-8gc4-rw2h: NEXT_HOP of length 1, the last attribute",
 		update: func() []byte {
 			return bgpUpdate(-1, cat(origin, asPath4, wellKnown(attrNextHop, attackerNH[:1]...)), nlri24("10.244.203.0/24"))
 		},
 	}, {
-		name: "attr-len-overrun", prefix: "", fourOctet: true,
-		what: "last attribute (NEXT_HOP) declares 40 octets, 4 follow (truncated attribute)",
+		name: "nexthop-noflag-len-0", prefix: "10.244.208.0/24", fourOctet: true,
+		what: "GHSA-4p9m-8gc4-rw2h as osrg/gobgp#3305 reports it: NEXT_HOP with the transitive flag cleared (flags 0x00) and length 0, first",
 		update: func() []byte {
-			return bgpUpdate(-1, cat(origin, asPath4, attr(attrFlagTransitive, attrNextHop, 40, attackerNH...)), nil)
+			return bgpUpdate(-1, cat(attr(0, attrNextHop, 0), origin, asPath4), nlri24("10.244.208.0/24"))
 		},
 	}, {
-		name: "total-attr-len-short", prefix: "10.244.204.0/24", fourOctet: true,
-		what: "total path attribute length ends inside AS_PATH (attribute scan underflows into the NLRI)",
+		name: "nexthop-noflag-len-3", prefix: "10.244.209.0/24", fourOctet: true,
+		what: "GHSA-4p9m-8gc4-rw2h (osrg/gobgp#3305): NEXT_HOP with flags 0x00 and length 3, first",
 		update: func() []byte {
-			return bgpUpdate(len(origin)+3, cat(origin, asPath4, nextHop), nlri24("10.244.204.0/24"))
-		},
-	}, {
-		name: "aspath-seg-overrun", prefix: "10.244.205.0/24", fourOctet: true,
-		what: "AS_PATH segment count 10 with one AS in the attribute",
-		update: func() []byte {
-			return bgpUpdate(-1, cat(origin, wellKnown(attrASPath, asSeq(10, 4, attackerAS)...), nextHop), nlri24("10.244.205.0/24"))
+			return bgpUpdate(-1, cat(attr(0, attrNextHop, 3, attackerNH[:3]...), origin, asPath4), nlri24("10.244.209.0/24"))
 		},
 	}, {
 		name: "mpreach-nh-len-3", prefix: "10.244.206.0/24", fourOctet: true,
-		what: "MP_REACH_NLRI IPv4 unicast with next-hop length 3",
+		what: "no advisory of its own: MP_REACH_NLRI IPv4 unicast with next-hop length 3, the MP_REACH_NLRI form of GHSA-4p9m-8gc4-rw2h (RFC 7606 §7.11)",
 		update: func() []byte {
 			mp := cat([]byte{0, 1, 1, 3}, attackerNH[:3], []byte{0}, nlri24("10.244.206.0/24"))
 			return bgpUpdate(-1, cat(origin, asPath4, attr(attrFlagOptional, attrMPReach, len(mp), mp...)), nil)
 		},
 	}, {
-		name: "as4path-before-aspath", prefix: "10.244.207.0/24", fourOctet: false,
-		what: "2-octet-AS session: AS4_PATH first, AS_PATH (2 ASes) last (UpdatePathAttrs4ByteAs index shift)",
+		name: "total-attr-len-short", prefix: "10.244.204.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (length underflow; our reading, the pathlen half of its fix): total path attribute length ends inside AS_PATH, so AS_PATH overruns it",
+		update: func() []byte {
+			return bgpUpdate(len(origin)+3, cat(origin, asPath4, nextHop), nlri24("10.244.204.0/24"))
+		},
+	}, {
+		name: "attr-len-overrun", prefix: "", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading): the last attribute (NEXT_HOP) declares 40 octets, 4 follow: it overruns the total path attribute length and the message (RFC 7606 §4, first case)",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, asPath4, attr(attrFlagTransitive, attrNextHop, 40, attackerNH...)), nil)
+		},
+	}, {
+		name: "total-attr-len-overrun", prefix: "10.244.210.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading): total path attribute length 16 octets past the end of the message",
+		update: func() []byte {
+			attrs, nlri := cat(origin, asPath4, nextHop), nlri24("10.244.210.0/24")
+			return bgpUpdate(len(attrs)+len(nlri)+16, attrs, nlri)
+		},
+	}, {
+		name: "withdrawn-len-overrun", prefix: "10.244.211.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading): withdrawn routes length 1024, longer than the whole message",
+		update: func() []byte {
+			return bgpUpdateLens(1024, nil, -1, cat(origin, asPath4, nextHop), nlri24("10.244.211.0/24"))
+		},
+	}, {
+		name: "withdrawn-len-short", prefix: "10.244.212.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading, the routelen half of its fix): withdrawn routes length 1, followed by a 4-octet /24 withdrawal",
+		update: func() []byte {
+			return bgpUpdateLens(1, nlri24("10.244.212.0/24"), -1, cat(origin, asPath4, nextHop), nlri24("10.244.212.0/24"))
+		},
+	}, {
+		name: "attr-header-short", prefix: "10.244.213.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading): 2 octets left inside the total path attribute length after NEXT_HOP, fewer than an attribute header (RFC 7606 §4, second case)",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, asPath4, nextHop, []byte{attrFlagTransitive, attrLocalPref}), nlri24("10.244.213.0/24"))
+		},
+	}, {
+		name: "attr-header-short-ext", prefix: "10.244.214.0/24", fourOctet: true,
+		what: "GHSA-pw7p-7fqv-hpj8 (our reading): 3 octets left after NEXT_HOP, an attribute header with the extended-length flag needs 4 (RFC 7606 §4, second case)",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, asPath4, nextHop, []byte{attrFlagTransitive | attrFlagExtLen, attrLocalPref, 0}), nlri24("10.244.214.0/24"))
+		},
+	}, {
+		name: "aspath-seg-overrun", prefix: "10.244.205.0/24", fourOctet: true,
+		what: "no advisory: AS_PATH segment count 10 with one AS (RFC 7606 §7.2 malformed segment), a control for the AS_PATH decoder the AS_PATH advisories go through",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, wellKnown(attrASPath, asSeq(10, 4, attackerAS)...), nextHop), nlri24("10.244.205.0/24"))
+		},
+	}, {
+		name: "aspath-empty", prefix: "10.244.215.0/24", fourOctet: true,
+		what: "GHSA-frrj-87jh-2772: zero-length AS_PATH from the eBGP attacker (the advisory's panic needs a confederation eBGP peer, which Wren never configures)",
+		tolerated: "an eBGP peer must put its own AS first (RFC 4271 §5.1.2), but checking that is optional for the receiver (§6.3); " +
+			"GoBGP does not check it and Wren's import policy neither, so the path is learned with an empty AS_PATH",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, wellKnown(attrASPath), nextHop), nlri24("10.244.215.0/24"))
+		},
+	}, {
+		name: "as4path-before-aspath", prefix: "10.244.207.0/24", fourOctet: false, wellFormed: true,
+		what: "GHSA-8rxh-r2p6-7f2q (CVE-2026-41643), well-formed: 2-octet-AS session, AS4_PATH first, AS_PATH (2 ASes) last, the index shift in UpdatePathAttrs4ByteAs; valid (RFC 4271 §5: attributes may come in any order), so learning it is right",
 		update: func() []byte {
 			as4 := attr(attrFlagOptional|attrFlagTransitive, attrAS4Path, 6, asSeq(1, 4, attackerAS)...)
 			as2 := wellKnown(attrASPath, asSeq(2, 2, attackerAS, attackerAS)...)
 			return bgpUpdate(-1, cat(as4, origin, nextHop, as2), nlri24("10.244.207.0/24"))
+		},
+	}, {
+		name: "as4path-malformed-first", prefix: "", fourOctet: false,
+		what: "GHSA-8rxh-r2p6-7f2q (CVE-2026-41643), osrg/gobgp#3308's payload byte for byte: 2-octet-AS session, AS4_PATH with flags 0x40 and length 1 (40 11 01 02), then AS_PATH 40 02 04 ff ff de ad; no NLRI",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(attr(attrFlagTransitive, attrAS4Path, 1, 0x02), attr(attrFlagTransitive, attrASPath, 4, 0xff, 0xff, 0xde, 0xad)), nil)
+		},
+	}, {
+		name: "unknown-wellknown-attr", prefix: "10.244.216.0/24", fourOctet: true,
+		what: "GHSA-7235-89m6-f4px (CVE-2026-41642): unrecognized attribute type 0xf0 marked well-known (flags 0x40), after a valid ORIGIN, AS_PATH and NEXT_HOP",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(origin, asPath4, nextHop, attr(attrFlagTransitive, 0xf0, 2, 0xde, 0xad)), nlri24("10.244.216.0/24"))
+		},
+	}, {
+		name: "origin-noflag", prefix: "10.244.217.0/24", fourOctet: true,
+		what: "osrg/gobgp#3392 (nil pointer in v4.0.0): ORIGIN with the transitive flag cleared (flags 0x00); the reporter's session also had ADD-PATH, which Wren never negotiates",
+		update: func() []byte {
+			return bgpUpdate(-1, cat(attr(0, attrOrigin, 1, 0), asPath4, nextHop), nlri24("10.244.217.0/24"))
+		},
+	}, {
+		name: "mpreach-ipv6-withdraw", prefix: "10.244.218.0/24", fourOctet: true,
+		what: "GHSA-p3w2-64xm-833j (CVE-2026-42285): an UPDATE treated as withdraw (NEXT_HOP of length 3) that also carries MP_REACH_NLRI for IPv6 unicast, a family the session never negotiated (nil table in AdjRib.Update)",
+		update: func() []byte {
+			nh6 := netip.MustParseAddr("2001:db8::50").AsSlice()
+			mp := cat([]byte{0, 2, 1, 16}, nh6, []byte{0, 32, 0x20, 0x01, 0x0d, 0xb8}) // 2001:db8::/32
+			return bgpUpdate(-1, cat(origin, asPath4, wellKnown(attrNextHop, attackerNH[:3]...), attr(attrFlagOptional, attrMPReach, len(mp), mp...)), nlri24("10.244.218.0/24"))
 		},
 	}}
 }
@@ -379,7 +487,7 @@ func logSize(t *testing.T, path string) int64 {
 
 // attackerRange holds every prefix the attacker announces; the routes to
 // them come and go with its sessions.
-var attackerRange = netip.MustParsePrefix("10.244.200.0/21")
+var attackerRange = netip.MustParsePrefix("10.244.192.0/19")
 
 // deletionsOutsideAttacker is routeWatch.deletions without the attacker's
 // own prefixes.
@@ -394,24 +502,40 @@ func deletionsOutsideAttacker(t *testing.T, w *routeWatch) []string {
 	return out
 }
 
+// The outcomes a variant can have. RFC 7606 wants treat-as-withdraw for
+// most malformed attributes and keeps the session reset for errors that
+// leave the rest of the message unreadable.
+const (
+	outcomeWithdraw = "treat-as-withdraw"
+	outcomeReset    = "session reset"
+	outcomeAccepted = "accepted"
+	outcomeTolerate = "accepted (tolerated)"
+	outcomeCrash    = "CRASH"
+	outcomeOther    = "other"
+)
+
 type malformedOutcome struct {
-	variant      string
-	reply        string // NOTIFICATION, kept, closed without NOTIFICATION
-	accepted     bool   // the malformed prefix was learned
-	goodKept     string // the earlier well-formed prefix is still learned
-	crashed      string // "" or the exit status
-	panicLine    string
-	routesKept   bool
-	pingOK       bool
-	node2Session string // "kept", "reset" or "-" after a crash
-	recovered    string // after a crash: the restarted agent's result
-	logLine      string // the agent's own account (first WARN/ERROR)
+	variant     string
+	outcome     string // one of the outcome* constants
+	reply       string // NOTIFICATION, session kept, closed without NOTIFICATION
+	accepted    bool   // the malformed prefix was learned
+	goodKept    string // the earlier well-formed prefix is still learned
+	attSession  string // node-1's session with the attacker afterwards
+	crashed     string // "" or the exit status
+	panicLine   string
+	routesKept  bool
+	pingOK      bool
+	node2       string // node-1's session with node-2: "kept" or what it became
+	reconnected string // how long until the agent's next session with the attacker
+	logLine     string // the agent's own account (first WARN/ERROR)
 }
 
-// TestAgentMalformedUpdate: see the top of the file.
+// TestAgentMalformedUpdate: see the top of the file. Each variant is a
+// subtest, so -run 'TestAgentMalformedUpdate/^aspath-empty$' runs one.
 func TestAgentMalformedUpdate(t *testing.T) {
 	ac := newAgentCluster(t)
 	bin := buildAgent(t)
+	gobgp := gobgpVersion(t, bin)
 	ac.pool(v1alpha1.EncapNever)
 	n1, p1 := ac.addBinaryNodeInNS("node-1", ac.sw1, "198.18.0.11/24", bin)
 	n2, p2 := ac.addBinaryNodeInNS("node-2", ac.sw1, "198.18.0.12/24", bin)
@@ -437,7 +561,13 @@ func TestAgentMalformedUpdate(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("attacker: listen: %v", err)
 	}
-	conns := make(chan net.Conn, 16)
+	// Each connection with the time it came, to measure how long the agent
+	// takes to come back after a session ends.
+	type arrival struct {
+		c  net.Conn
+		at time.Time
+	}
+	conns := make(chan arrival, 16)
 	go func() {
 		defer close(conns)
 		for {
@@ -445,13 +575,13 @@ func TestAgentMalformedUpdate(t *testing.T) {
 			if err != nil {
 				return
 			}
-			conns <- c
+			conns <- arrival{c, time.Now()}
 		}
 	}()
 	t.Cleanup(func() {
 		l.Close() // ends the accept loop, which closes conns
-		for c := range conns {
-			c.Close()
+		for a := range conns {
+			a.c.Close()
 		}
 	})
 	// Peering with node-1 only: node-2 stays the witness whose session
@@ -465,18 +595,22 @@ func TestAgentMalformedUpdate(t *testing.T) {
 
 	w1, w2 := watchRoutes(t, n1.ns), watchRoutes(t, n2.ns)
 	node2 := n2.ip.Addr().String()
+	pid := p1.cmd.Process.Pid
 
 	// accept takes the agent's next connection and completes the
-	// handshake, closing connections from anyone else.
-	accept := func(fourOctet bool, deadline time.Duration) *attackerSession {
+	// handshake, closing connections from anyone else; it returns the
+	// session and when the agent connected. after says what the previous
+	// session ended with, for the failure message.
+	accept := func(t *testing.T, fourOctet bool, deadline time.Duration, after string) (*attackerSession, time.Time) {
 		t.Helper()
 		timeout := time.After(deadline)
 		for {
 			select {
-			case c, ok := <-conns:
+			case a, ok := <-conns:
 				if !ok {
 					t.Fatal("attacker listener closed")
 				}
+				c := a.c
 				if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err != nil || ap.Addr() != n1.ip.Addr() {
 					c.Close()
 					continue
@@ -488,15 +622,17 @@ func TestAgentMalformedUpdate(t *testing.T) {
 					continue
 				}
 				t.Cleanup(func() { c.Close() })
-				return s
+				return s, a.at
+			case <-p1.exited:
+				t.Fatalf("node-1's agent is gone (%s) while the attacker waits for it, %s", p1.cmd.ProcessState, after)
 			case <-timeout:
-				t.Fatalf("node-1's agent did not connect to the attacker within %s", deadline)
+				t.Fatalf("node-1's agent did not open a new session with the attacker within %s, %s", deadline, after)
 			}
 		}
 	}
 	// announceGood sends the well-formed UPDATE and waits until node-1
 	// has learned the prefix and routes it via the attacker.
-	announceGood := func(s *attackerSession) {
+	announceGood := func(t *testing.T, s *attackerSession) {
 		t.Helper()
 		if _, err := s.conn.Write(bgpUpdate(-1, slices.Concat(origin, asPath4Or2(s), nextHop), nlri24(goodPrefix))); err != nil {
 			t.Fatalf("attacker: send the good UPDATE: %v", err)
@@ -509,154 +645,221 @@ func TestAgentMalformedUpdate(t *testing.T) {
 			if !learned(v, goodPrefix) {
 				return fmt.Errorf("/debug/bgp learned: %v", v.Learned)
 			}
-			rs, err := n1.ns.Run(context.Background(), "ip", "route", "show", goodPrefix)
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(rs, "via "+attackerAddr) {
-				return fmt.Errorf("node-1 route to %s: %q", goodPrefix, rs)
-			}
-			return nil
+			return routedViaAttacker(n1, goodPrefix)
 		})
 	}
 
 	var outcomes []malformedOutcome
-	for i, v := range malformedVariants() {
-		s := accept(v.fourOctet, 60*time.Second)
-		announceGood(s)
-		if i == 0 {
-			t.Logf("attacker session established; node-1 learned %s via %s", goodPrefix, attackerAddr)
-		}
-		dbg, err := p1.bgpDebug()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n2Before, ok := peerView(dbg, node2)
-		if !ok || n2Before.State != "established" {
-			t.Fatalf("node-1's session with node-2 before %s: %+v", v.name, n2Before)
-		}
-		pid := p1.cmd.Process.Pid
-		off := logSize(t, p1.log)
+	// The table is logged however the test ends, crash included.
+	defer func() { logMalformedOutcomes(t, gobgp, outcomes) }()
 
-		o := malformedOutcome{variant: v.name, node2Session: "-", recovered: "-"}
-		if _, err := s.conn.Write(v.update()); err != nil {
-			t.Fatalf("%s: send: %v", v.name, err)
+	after := "at the start" // how the previous session ended
+	var ended time.Time     // when it ended, from the agent's side
+	// reconnected records, in the previous variant's row, how long the
+	// agent took to connect again.
+	reconnected := func(at time.Time) {
+		if len(outcomes) > 0 && !ended.IsZero() {
+			outcomes[len(outcomes)-1].reconnected = at.Sub(ended).Round(100 * time.Millisecond).String()
 		}
-		notif, closed := s.waitEnd(5 * time.Second)
-		switch {
-		case notif != nil:
-			o.reply = notif.String()
-		case closed:
-			o.reply = "connection closed, no NOTIFICATION"
-		default:
-			o.reply = "session kept"
+	}
+	for _, v := range malformedVariants() {
+		var o malformedOutcome
+		ran := false
+		t.Run(v.name, func(t *testing.T) {
+			ran = true
+			o = malformedOutcome{variant: v.name, outcome: outcomeOther, node2: "-", attSession: "-", goodKept: "-", reconnected: "-"}
+			defer func() { outcomes = append(outcomes, o) }()
+
+			s, at := accept(t, v.fourOctet, 60*time.Second, after)
+			reconnected(at)
+			announceGood(t, s)
+			dbg, err := p1.bgpDebug()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n2Before, ok := peerView(dbg, node2)
+			if !ok || n2Before.State != "established" {
+				t.Fatalf("node-1's session with node-2 before the malformed UPDATE: %+v", n2Before)
+			}
+			attBefore, ok := peerView(dbg, attackerAddr)
+			if !ok || attBefore.State != "established" {
+				t.Fatalf("node-1's session with the attacker before the malformed UPDATE: %+v", attBefore)
+			}
+			off := logSize(t, p1.log)
+
+			if _, err := s.conn.Write(v.update()); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			notif, closed := s.waitEnd(5 * time.Second)
+			if closed {
+				ended = time.Now()
+			}
+			switch {
+			case notif != nil:
+				o.reply = notif.String()
+			case closed:
+				o.reply = "connection closed, no NOTIFICATION"
+			default:
+				o.reply = "session kept"
+			}
+			select {
+			case <-p1.exited:
+				o.crashed = p1.cmd.ProcessState.String()
+				o.outcome = outcomeCrash
+			case <-time.After(500 * time.Millisecond):
+			}
+			for _, line := range logFrom(t, p1.log, off) {
+				if o.panicLine == "" && (strings.HasPrefix(line, "panic:") || strings.Contains(line, "runtime error")) {
+					o.panicLine = line
+				}
+				if o.logLine == "" && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
+					o.logLine = line
+				}
+			}
+			if o.crashed != "" {
+				t.Errorf("node-1's agent (pid %d) died: %s; %s", pid, o.crashed, o.panicLine)
+			} else if o.panicLine != "" {
+				t.Errorf("the agent logged a panic: %s", o.panicLine)
+			}
+
+			if o.crashed == "" {
+				if err := sameAgent(p1, pid); err != nil {
+					t.Error(err)
+				}
+				dbg, err := p1.bgpDebug()
+				if err != nil {
+					t.Fatalf("/debug/bgp after the malformed UPDATE: %v", err)
+				}
+				o.accepted = v.prefix != "" && learned(dbg, v.prefix)
+				good := learned(dbg, goodPrefix)
+				o.goodKept = fmt.Sprint(good)
+				attAfter, _ := peerView(dbg, attackerAddr)
+				attKept := attAfter.State == "established" && attAfter.Since.Equal(attBefore.Since)
+				o.attSession = attAfter.State
+				if attKept {
+					o.attSession = "kept"
+				}
+				if n2, ok := peerView(dbg, node2); ok && n2.State == "established" && n2.Since.Equal(n2Before.Since) {
+					o.node2 = "kept"
+				} else {
+					o.node2 = fmt.Sprintf("reset (%+v)", n2)
+					t.Errorf("node-1's session with node-2 did not survive: %+v (before %+v)", n2, n2Before)
+				}
+
+				// What the agent made of it: treat-as-withdraw keeps the
+				// session and what it learned before, and learns nothing
+				// from the UPDATE; a reset ends the session.
+				switch {
+				case notif != nil || closed:
+					o.outcome = outcomeReset
+					if attAfter.State == "established" {
+						t.Errorf("the agent ended the attacker's TCP session (%s) but /debug/bgp still shows it established: %+v", o.reply, attAfter)
+					}
+				case !attKept:
+					t.Errorf("no NOTIFICATION and no close, yet node-1's session with the attacker changed: %+v (before %+v)", attAfter, attBefore)
+				case o.accepted && v.wellFormed:
+					o.outcome = outcomeAccepted
+				case o.accepted && v.tolerated != "":
+					o.outcome = outcomeTolerate
+					t.Logf("the malformed prefix %s was learned; tolerated: %s", v.prefix, v.tolerated)
+				case o.accepted:
+					t.Errorf("session kept and the malformed prefix %s was learned: neither treat-as-withdraw nor a reset", v.prefix)
+				case v.wellFormed && v.prefix != "":
+					t.Errorf("the well-formed UPDATE's prefix %s was not learned", v.prefix)
+				case !good:
+					t.Errorf("session kept, but %s (announced well-formed before) is gone: more than treat-as-withdraw", goodPrefix)
+				default:
+					o.outcome = outcomeWithdraw
+				}
+				if o.outcome == outcomeWithdraw || o.outcome == outcomeAccepted || o.outcome == outcomeTolerate {
+					if err := routedViaAttacker(n1, goodPrefix); err != nil {
+						t.Errorf("session kept, but the kernel route of the earlier good prefix: %v", err)
+					}
+				}
+				if o.outcome == outcomeReset && o.accepted {
+					t.Errorf("the session was reset but %s is learned", v.prefix)
+				}
+			}
+
+			// Kernel routes: no Wren route other than the attacker's went
+			// away, on either node, and both nodes still route each other's
+			// blocks; pods still reach each other.
+			dels := append(deletionsOutsideAttacker(t, w1), deletionsOutsideAttacker(t, w2)...)
+			o.routesKept = len(dels) == 0
+			for _, d := range dels {
+				t.Errorf("a node deleted its route %s", d)
+			}
+			for _, n := range ac.nodes {
+				if err := ac.checkBGPRoutesIgnoring(n, attackerRange, netip.MustParseAddr(attackerAddr)); err != nil {
+					o.routesKept = false
+					t.Error(err)
+				}
+			}
+			if err := pingOnce(ac); err != nil {
+				t.Errorf("pod ping after the malformed UPDATE: %v", err)
+			} else {
+				o.pingOK = true
+			}
+			// Next variant, next session.
+			s.conn.Close()
+			if !closed {
+				ended = time.Now()
+			}
+		})
+		if !ran {
+			continue // not selected by -run
 		}
 		select {
 		case <-p1.exited:
-			o.crashed = p1.cmd.ProcessState.String()
-		case <-time.After(500 * time.Millisecond):
+			t.Fatalf("node-1's agent is gone (%s): the remaining variants cannot run", p1.cmd.ProcessState)
+		default:
 		}
-		for _, line := range logFrom(t, p1.log, off) {
-			if o.panicLine == "" && (strings.HasPrefix(line, "panic:") || strings.Contains(line, "runtime error")) {
-				o.panicLine = line
-			}
-			if o.logLine == "" && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) {
-				o.logLine = line
-			}
+		if o.reply == "" {
+			t.Fatalf("%s failed before its malformed UPDATE went out: the remaining variants would fail the same way", v.name)
 		}
-
-		o.goodKept = "-"
-		if o.crashed == "" {
-			if dbg, err := p1.bgpDebug(); err == nil {
-				o.accepted = v.prefix != "" && learned(dbg, v.prefix)
-				o.goodKept = fmt.Sprint(learned(dbg, goodPrefix))
-			}
-			if dbg, err := p1.bgpDebug(); err != nil {
-				t.Errorf("%s: /debug/bgp after the malformed UPDATE: %v", v.name, err)
-			} else if n2, ok := peerView(dbg, node2); ok && n2.State == "established" && n2.Since.Equal(n2Before.Since) {
-				o.node2Session = "kept"
-			} else {
-				o.node2Session = fmt.Sprintf("reset (%+v)", n2)
-				t.Errorf("%s: node-1's session with node-2 did not survive: %+v (before %+v)", v.name, n2, n2Before)
-			}
-			if p1.cmd.Process.Pid != pid {
-				t.Errorf("%s: agent PID changed", v.name)
-			}
-		}
-
-		// Kernel routes: no Wren route other than the attacker's went away,
-		// on either node, and both nodes still route each other's blocks.
-		dels := append(deletionsOutsideAttacker(t, w1), deletionsOutsideAttacker(t, w2)...)
-		o.routesKept = len(dels) == 0
-		for _, d := range dels {
-			t.Errorf("%s: a node deleted its route %s", v.name, d)
-		}
-		for _, n := range ac.nodes {
-			if err := ac.checkBGPRoutesIgnoring(n, attackerRange, netip.MustParseAddr(attackerAddr)); err != nil {
-				o.routesKept = false
-				t.Errorf("%s: %v", v.name, err)
-			}
-		}
-		o.pingOK = pingOnce(ac) == nil
-
-		if o.crashed != "" {
-			t.Logf("%s: node-1's agent (pid %d) died: %s; %s", v.name, pid, o.crashed, o.panicLine)
-			// The orchestrator's part: start it again. It must become
-			// ready, keep the routes and the pods reachable. Readiness
-			// waits for the attacker's session during the first 30 s,
-			// so a benign attacker session serves it meanwhile.
-			p1.start()
-			benign := make(chan *attackerSession, 1)
-			go func() {
-				defer close(benign)
-				select {
-				case c, ok := <-conns:
-					if !ok {
-						return
-					}
-					if s, err := handshake(c, true); err == nil {
-						benign <- s
-					} else {
-						c.Close()
-					}
-				case <-time.After(45 * time.Second):
-				}
-			}()
-			ready := p1.waitReady(45 * time.Second)
-			p1.checkInNS()
-			if b, ok := <-benign; ok && b != nil {
-				b.conn.Close()
-			}
-			dels := append(deletionsOutsideAttacker(t, w1), deletionsOutsideAttacker(t, w2)...)
-			for _, d := range dels {
-				t.Errorf("%s: a node deleted its route %s across the crash and restart", v.name, d)
-			}
-			ac.assertBGPRoutesIgnoring("routes after the restart of node-1's agent", attackerRange, netip.MustParseAddr(attackerAddr))
-			ac.pingMatrix(10 * time.Second)
-			o.recovered = fmt.Sprintf("pid %d ready in %s, %d route deletions, ping ok", p1.cmd.Process.Pid, ready.Round(time.Millisecond), len(dels))
-		} else if !o.pingOK {
-			t.Errorf("%s: pod ping failed after the malformed UPDATE", v.name)
-		}
-		if o.panicLine != "" && o.crashed == "" {
-			t.Errorf("%s: the agent logged a panic but kept running: %s", v.name, o.panicLine)
-		}
-		outcomes = append(outcomes, o)
-		// Next variant, next session.
-		s.conn.Close()
+		after = fmt.Sprintf("after %s (%s, %s)", v.name, o.outcome, o.reply)
 	}
 
-	// Whatever happened, the agent is up and everything works.
-	select {
-	case <-p1.exited:
-		t.Fatalf("node-1's agent is not running at the end: %s", p1.cmd.ProcessState)
-	default:
+	// The agent still talks to the attacker after the last variant, and
+	// everything else works.
+	s, at := accept(t, true, 60*time.Second, after)
+	reconnected(at)
+	announceGood(t, s)
+	s.conn.Close()
+	if err := sameAgent(p1, pid); err != nil {
+		t.Fatal(err)
 	}
 	ac.assertBGPRoutesIgnoring("BGP routes match the API at the end", attackerRange, netip.MustParseAddr(attackerAddr))
 	ac.pingMatrix(10 * time.Second)
+}
 
+// gobgpVersion is the GoBGP module the agent binary was built with.
+func gobgpVersion(t *testing.T, bin string) string {
+	t.Helper()
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("build info of %s: %v", bin, err)
+	}
+	var vs []string
+	for _, d := range bi.Deps {
+		if strings.HasPrefix(d.Path, "github.com/osrg/gobgp") {
+			vs = append(vs, "GoBGP "+d.Version)
+		}
+	}
+	if len(vs) == 0 {
+		t.Fatalf("%s: no GoBGP in its build info", bin)
+	}
+	return strings.Join(vs, " and ")
+}
+
+// logMalformedOutcomes logs the results table and what each variant is.
+func logMalformedOutcomes(t *testing.T, gobgp string, outcomes []malformedOutcome) {
+	if len(outcomes) == 0 {
+		return
+	}
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "variant\tagent's reply\tprefix learned\tgood prefix kept\tagent crashed\tpanic\tkernel routes kept\tping\tnode-1<->node-2\trestart")
+	fmt.Fprintln(tw, "variant\toutcome\tagent's reply\tprefix learned\tgood prefix kept\tattacker session\tagent crashed\tpanic\tkernel routes kept\tping\tnode-1<->node-2\tnext session after")
 	for _, o := range outcomes {
 		crashed, panicked := "no", "no"
 		if o.crashed != "" {
@@ -665,18 +868,53 @@ func TestAgentMalformedUpdate(t *testing.T) {
 		if o.panicLine != "" {
 			panicked = o.panicLine
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%v\t%v\t%s\t%s\n", o.variant, o.reply, o.accepted, o.goodKept, crashed, panicked, o.routesKept, o.pingOK, o.node2Session, o.recovered)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%v\t%v\t%s\t%s\n", o.variant, o.outcome, o.reply, o.accepted, o.goodKept,
+			o.attSession, crashed, panicked, o.routesKept, o.pingOK, o.node2, o.reconnected)
 	}
 	tw.Flush()
-	t.Logf("GoBGP v3.37.0 against malformed UPDATEs from an eBGP peer:\n%s", sb.String())
+	t.Logf("%s against malformed UPDATEs from an eBGP peer:\n%s", gobgp, sb.String())
 	for _, o := range outcomes {
 		if o.logLine != "" {
 			t.Logf("%s: agent log: %s", o.variant, o.logLine)
 		}
 	}
 	for _, v := range malformedVariants() {
-		t.Logf("%s: %s", v.name, v.what)
+		if slices.ContainsFunc(outcomes, func(o malformedOutcome) bool { return o.variant == v.name }) {
+			t.Logf("%s: %s", v.name, v.what)
+			if v.tolerated != "" {
+				t.Logf("%s: learning it is tolerated: %s", v.name, v.tolerated)
+			}
+		}
 	}
+}
+
+// routedViaAttacker checks that node n routes prefix via the attacker.
+func routedViaAttacker(n *agentNode, prefix string) error {
+	rs, err := n.ns.Run(context.Background(), "ip", "route", "show", prefix)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(rs, "via "+attackerAddr) {
+		return fmt.Errorf("%s route to %s: %q; want via %s", n.name, prefix, rs, attackerAddr)
+	}
+	return nil
+}
+
+// sameAgent checks that the agent started with pid still runs: not
+// exited, and the PID still is the agent binary (not a reused PID).
+func sameAgent(p *agentProc, pid int) error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("node-1's agent (pid %d) exited: %s", pid, p.cmd.ProcessState)
+	default:
+	}
+	if p.cmd.Process.Pid != pid {
+		return fmt.Errorf("node-1's agent PID changed: %d, was %d", p.cmd.Process.Pid, pid)
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != p.bin {
+		return fmt.Errorf("pid %d runs %q (%v); want the agent %s", pid, exe, err, p.bin)
+	}
+	return nil
 }
 
 // asPath4Or2 is the attacker's AS_PATH in the session's AS encoding.
