@@ -19,7 +19,7 @@ fi
 # brought up once per mode) runs after the others, alone, so its 10 ms
 # pings do not compete with the privileged netns tests for the CPU.
 filter() { grep -Ev '^(=== (RUN|PAUSE|CONT|NAME)|\s*$)'; }
-go test -count=1 -v -timeout 20m $(go list ./... | grep -v '/test/cluster$') 2>&1 | tee "$log" | filter
+go test -count=1 -v -timeout 35m $(go list ./... | grep -v '/test/cluster$') 2>&1 | tee "$log" | filter
 rc=${PIPESTATUS[0]}
 go test -count=1 -v -timeout 30m ./test/cluster 2>&1 | tee -a "$log" | filter
 rc2=${PIPESTATUS[0]}

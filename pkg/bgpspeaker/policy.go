@@ -12,8 +12,9 @@ import (
 
 // Policy is what the speaker accepts from its peers and what it sends on.
 //
-// Import (every peer): locally originated paths pass; the default route
-// and exactly the prefixes in Reject are rejected (a longer prefix inside
+// Import (every peer): locally originated paths pass; the default route,
+// paths from eBGP peers with an empty AS_PATH, and exactly the prefixes
+// in Reject are rejected (a longer prefix inside
 // one, such as a /32 another node borrowed from this node's block, is
 // not); anything inside Accept (at any length) is accepted; everything
 // else is rejected. Reject holds the node's own blocks and the nodes'
@@ -142,6 +143,12 @@ func (s *Speaker) addPolicies(ctx context.Context, n policySetNames, p Policy) e
 	imp := &api.Policy{Name: n.importPolicy, Statements: []*api.Statement{
 		local,
 		{Name: n.importPolicy + "-default", Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: n.defaultSet}}, Actions: reject},
+		// An eBGP peer must put its own AS first in AS_PATH (RFC 4271
+		// §5.1.2); GoBGP leaves that check to the receiver (§6.3 makes it
+		// optional), so a path from an eBGP peer with an empty AS_PATH is
+		// rejected here. iBGP paths (the mesh's) legitimately have one.
+		{Name: n.importPolicy + "-ebgp-empty-aspath", Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_EXTERNAL,
+			AsPathLength: &api.AsPathLength{Type: api.Comparison_COMPARISON_EQ, Length: 0}}, Actions: reject},
 	}}
 	if len(p.Reject) > 0 {
 		imp.Statements = append(imp.Statements, &api.Statement{Name: n.importPolicy + "-reject",

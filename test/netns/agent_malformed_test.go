@@ -275,9 +275,7 @@ func malformedVariants() []malformedVariant {
 		},
 	}, {
 		name: "aspath-empty", prefix: "10.244.215.0/24", fourOctet: true,
-		what: "GHSA-frrj-87jh-2772: zero-length AS_PATH from the eBGP attacker (the advisory's panic needs a confederation eBGP peer, which Wren never configures)",
-		tolerated: "an eBGP peer must put its own AS first (RFC 4271 §5.1.2), but checking that is optional for the receiver (§6.3); " +
-			"GoBGP does not check it and Wren's import policy neither, so the path is learned with an empty AS_PATH",
+		what: "GHSA-frrj-87jh-2772: zero-length AS_PATH from the eBGP attacker (the advisory's panic needs a confederation eBGP peer, which Wren never configures); GoBGP parses it, Wren's import policy rejects it (an eBGP peer must put its own AS first, RFC 4271 §5.1.2)",
 		update: func() []byte {
 			return bgpUpdate(-1, cat(origin, wellKnown(attrASPath), nextHop), nlri24("10.244.215.0/24"))
 		},
