@@ -31,8 +31,10 @@ package bench
 // to the root namespace; echo requests go from the node namespace to pod
 // addresses only.
 //
-// Run the benchmark (root; about three minutes for its two variants, see
-// BenchmarkCNI), which prints its tables and metrics:
+// Run the benchmark (root; about a minute and a half for its two
+// variants, see BenchmarkCNI, plus a few seconds for BenchmarkCNIVersion,
+// which times the plugins' start alone), which prints its tables and
+// metrics:
 //
 //	go test ./test/bench -run '^$' -bench CNI -benchtime 1x
 
@@ -53,6 +55,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,7 +276,10 @@ func (e *env) startAgent(tb testing.TB, rc *rest.Config, shippedQPS bool) string
 	return sock
 }
 
-// buildWrenCNI builds wren-cni into a temporary directory.
+// buildWrenCNI builds wren-cni into a temporary directory the way the
+// image ships it (internal/image goBuild: static, CGO_ENABLED=0,
+// -trimpath, -ldflags "-s -w"): a cgo build with debug information is
+// larger and starts slower, which is not what a node runs.
 func buildWrenCNI(tb testing.TB) string {
 	tb.Helper()
 	goTool, err := exec.LookPath("go")
@@ -281,8 +287,9 @@ func buildWrenCNI(tb testing.TB) string {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	bin := filepath.Join(tb.TempDir(), "wren-cni")
-	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/cni")
+	cmd := exec.Command(goTool, "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w", "-o", bin, "./cmd/cni")
 	cmd.Dir = kubetest.RepoRoot(tb)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("go build wren-cni: %v: %s", err, out)
 	}
@@ -701,6 +708,103 @@ func (e *env) execBaseline(tb testing.TB) map[string]*stats {
 		}
 	}
 	return out
+}
+
+// versionRuns is the number of CNI VERSION executions per binary in
+// BenchmarkCNIVersion.
+const versionRuns = 200
+
+// BenchmarkCNIVersion times what starting a plugin costs, before it can
+// send one request: CNI VERSION, which reads the configuration's
+// cniVersion from stdin and prints the supported versions. Each binary is
+// executed directly, as containerd executes plugins (no "ip netns exec",
+// which BenchmarkCNI's exec-only rows include), versionRuns times,
+// interleaved with the others in rotating order. It prints the wall time
+// from exec to exit and, less sensitive to what else the machine runs,
+// the child's CPU time (user + system) and minor page faults from its
+// rusage. No root, agent or API server needed:
+//
+//	go test ./test/bench -run '^$' -bench CNIVersion -benchtime 1x
+//
+// WREN_CNI_COMPARE="name=/path/to/binary,..." adds other builds to the
+// rotation, e.g. wren-cni of an earlier revision built the same way
+// (CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags "-s -w").
+func BenchmarkCNIVersion(b *testing.B) {
+	refVer := requireReference(b)
+	type binary struct {
+		name, path string
+		size       int64
+		wall, cpu  stats
+		faults     []int64
+	}
+	bins := []*binary{{name: "wren-cni", path: buildWrenCNI(b)}, {name: "ptp", path: filepath.Join(refDir, "ptp")}}
+	if v := os.Getenv("WREN_CNI_COMPARE"); v != "" {
+		for _, kv := range strings.Split(v, ",") {
+			name, path, ok := strings.Cut(kv, "=")
+			if !ok || name == "" || path == "" {
+				b.Fatalf("WREN_CNI_COMPARE: %q is not name=path", kv)
+			}
+			bins = append(bins, &binary{name: name, path: path})
+		}
+	}
+	for _, bn := range bins {
+		fi, err := os.Stat(bn.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bn.size = fi.Size()
+	}
+	conf := []byte(`{"cniVersion":"1.0.0","name":"bench","type":"version"}`)
+	run := func(bn *binary) {
+		cmd := exec.Command(bn.path)
+		cmd.Env = []string{"CNI_COMMAND=VERSION", "CNI_PATH=" + filepath.Dir(bn.path), "PATH=" + os.Getenv("PATH")}
+		cmd.Stdin = bytes.NewReader(conf)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		err := cmd.Run()
+		took := time.Since(start)
+		if err != nil || !bytes.Contains(stdout.Bytes(), []byte(`"supportedVersions"`)) {
+			b.Fatalf("%s VERSION: %v: stdout %s stderr %s", bn.name, err, stdout.Bytes(), stderr.Bytes())
+		}
+		ps := cmd.ProcessState
+		bn.wall.add(took)
+		bn.cpu.add(ps.UserTime() + ps.SystemTime())
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			bn.faults = append(bn.faults, ru.Minflt)
+		}
+	}
+	load := loadAvg()
+	for b.Loop() {
+		for i := range versionRuns {
+			for j := range bins {
+				run(bins[(i+j)%len(bins)])
+			}
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "%d runs per binary x %d round(s), interleaved; wall = exec to exit, cpu = user+sys of the child (ms):\n", versionRuns, b.N)
+	fmt.Fprintf(&tbl, "%-16s %9s %8s %8s %8s %8s %8s %8s %8s %9s\n", "", "size MiB", "p50", "p90", "p99", "max", "mean", "cpu p50", "cpu p99", "minflt p50")
+	for _, bn := range bins {
+		slices.Sort(bn.faults)
+		var flt int64
+		if len(bn.faults) > 0 {
+			flt = bn.faults[len(bn.faults)/2]
+		}
+		fmt.Fprintf(&tbl, "%-16s %9.1f %8s %8s %8s %8s %8s %8s %8s %9d\n", bn.name, float64(bn.size)/(1<<20),
+			ms(bn.wall.pct(50)), ms(bn.wall.pct(90)), ms(bn.wall.pct(99)), ms(bn.wall.max()), ms(bn.wall.mean()),
+			ms(bn.cpu.pct(50)), ms(bn.cpu.pct(99)), flt)
+		for _, q := range []struct {
+			name string
+			v    time.Duration
+		}{{"p50", bn.wall.pct(50)}, {"p99", bn.wall.pct(99)}, {"cpu-p50", bn.cpu.pct(50)}} {
+			b.ReportMetric(float64(q.v)/1e6, fmt.Sprintf("%s-%s-ms", bn.name, q.name))
+		}
+	}
+	fmt.Printf("%s: CNI VERSION start-to-exit, %s; %d CPUs, kernel %s, %s, load %s at the start, %s at the end; ptp from %s %s\n%s",
+		b.Name(), time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), kernelRelease(), runtime.Version(),
+		load, loadAvg(), refPackage, refVer, tbl.String())
 }
 
 // stats is a set of latency samples.
