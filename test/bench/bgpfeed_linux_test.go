@@ -52,16 +52,16 @@ package bench
 //
 // Run (root; needs the kube-apiserver cache of hack/kube/build.sh and BIRD
 // 1.6 from hack/bench/bird16.sh; the full run, 10k, 100k and 300k routes,
-// 5 runs each, takes about 10 minutes):
+// 5 runs each, takes about 3.5 minutes on an idle 2-CPU VM):
 //
 //	go test ./test/bench -run '^$' -bench BGPFeed -benchtime 1x -timeout 60m
 //
 // A quick run: WREN_FEED_SIZES=10000 WREN_FEED_RUNS=1 with the same
-// command (about 25 s; add a minute for an agent that holds routes
-// through a start-up window, see warmUp). WREN_FEED_AGENT=<path> measures
-// a prebuilt agent instead of building ./cmd/agent from the working tree:
-// WREN_FEED_AGENT=$(hack/bench/agent-at.sh <revision>) measures a
-// committed revision.
+// command (about 25 s; up to a minute more for an agent that holds the
+// routes of a dropped session through a start-up window, see warmUp).
+// WREN_FEED_AGENT=<path> measures a prebuilt agent instead of building
+// ./cmd/agent from the working tree: WREN_FEED_AGENT=$(hack/bench/agent-at.sh
+// <revision>) measures a committed revision.
 
 import (
 	"cmp"
