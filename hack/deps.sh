@@ -41,4 +41,8 @@ if [[ ! -x "$gobin/cnitool" ]]; then
 	echo "deps: installing cnitool"
 	GOBIN="$gobin" go install github.com/containernetworking/cni/cnitool@v1.2.3
 fi
+# BIRD 1.6 (Calico's daemon), unpacked beside bird2 for the side-by-side
+# BGP feed benchmark and its smoke test (which fails under CI=true
+# without it).
+"$(dirname "$0")/bench/bird16.sh"
 echo "deps: ok ($(ip -V), $(ping -V 2>&1 | head -1))"
