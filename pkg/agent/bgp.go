@@ -93,14 +93,24 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 // however far the kernel writes fall behind, they never slow the speaker
 // reading its peers; a burst is coalesced into fewer, bigger batches. It
 // asks for a full run (returns true) before the first one, when a session
-// changed (the controller decides) and when a write failed.
+// change opens or closes one of the controller's windows, and when a write
+// failed.
 func (a *Agent) bgpDelta(ctx context.Context) bool {
 	b := a.bgp
 	if b == nil || b.shaper == nil {
 		return true
 	}
-	if !slices.Equal(b.speaker.Sessions(), b.sessions) {
-		return true
+	if ss := b.speaker.Sessions(); !slices.Equal(ss, b.sessions) {
+		// A session came up, went down or sent End-of-RIB: the controller
+		// decides again with the wanted sessions of the last full run.
+		// Only a window that opens or closes needs a full run (to hold or
+		// prune); a peer's table streaming in never does.
+		b.sessions = ss
+		res, err := b.ctl.Apply(ctx)
+		a.wakeBy(res.Wake)
+		if err != nil || res.Holding != b.holding {
+			return true
+		}
 	}
 	b.changes = b.speaker.Drain(b.changes[:0])
 	if len(b.changes) == 0 {
