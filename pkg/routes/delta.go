@@ -14,7 +14,8 @@ import (
 // Delta changes part of the desired set and writes only that part: routes
 // in up are added or replaced, destinations in down removed. It is the
 // path of BGP best-path changes between full Applies, so it neither lists
-// the kernel nor touches any other route. A later Set replaces the whole
+// the kernel nor lists the links (it uses those of the last Apply) nor
+// touches any other route. A later Set replaces the whole
 // desired set as usual.
 //
 // A new destination is an exclusive add, as in Apply: a foreign route that
@@ -31,9 +32,20 @@ func (r *Reconciler) Delta(ctx context.Context, up []model.Route, down []netip.P
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	links, err := r.k.Links()
-	if err != nil {
-		return fmt.Errorf("list links: %w", err)
+	// The devices of the last Apply: a link dump per batch cost more than
+	// the batch's writes. A device missing there is looked up once more;
+	// a stale index fails the write, and the full Apply that follows
+	// lists the links afresh.
+	links := r.links
+	for _, rt := range up {
+		if _, ok := links[rt.Device]; !ok && rt.Kind != model.RouteBlackhole {
+			fresh, err := r.k.Links()
+			if err != nil {
+				return fmt.Errorf("list links: %w", err)
+			}
+			r.links, links = fresh, fresh
+			break
+		}
 	}
 	r.mu.Lock()
 	p := r.plan

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -98,5 +99,36 @@ func TestAddNowPinned(t *testing.T) {
 	}
 	if got := strings.TrimSpace(f.String()); got != "" {
 		t.Fatalf("kernel after the pod left:\n%s", got)
+	}
+}
+
+// TestDeltaLinks: a delta uses the devices of the last Apply (no link dump
+// per batch) and lists them again only for a device it does not know.
+func TestDeltaLinks(t *testing.T) {
+	f := newFake("eth0")
+	r := newRec(t, f)
+	ctx := context.Background()
+	r.Set(nil)
+	if err := r.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lists := f.linkLists
+	for i := range 3 {
+		if err := r.Delta(ctx, []model.Route{direct(fmt.Sprintf("10.244.%d.0/26", i+1), "198.18.0.12", "eth0", false)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.linkLists - lists; n != 0 {
+		t.Errorf("3 deltas through a known device listed the links %d times", n)
+	}
+	f.links["vxlan.calico"] = 9 // created after the last Apply
+	if err := r.Delta(ctx, []model.Route{tunnel("10.244.9.0/26", "10.244.200.1", "vxlan.calico", 1450)}, nil); err != nil {
+		t.Fatalf("delta through a new device: %v", err)
+	}
+	if n := f.linkLists - lists; n != 1 {
+		t.Errorf("a delta through a new device listed the links %d times, want 1", n)
+	}
+	if !strings.Contains(f.String(), "10.244.9.0/26 via 10.244.200.1 dev vxlan.calico") {
+		t.Errorf("route through the new device missing:\n%s", f.String())
 	}
 }

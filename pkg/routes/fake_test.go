@@ -12,9 +12,10 @@ import (
 // (table, dst, tos, priority) is unique, exclusive adds fail with EEXIST,
 // deletes must match the protocol.
 type fakeKernel struct {
-	links  map[string]int
-	routes map[fkey]KRoute
-	writes int
+	links     map[string]int
+	routes    map[fkey]KRoute
+	writes    int
+	linkLists int
 }
 
 type fkey struct {
@@ -35,6 +36,7 @@ func newFake(links ...string) *fakeKernel {
 func keyOf(r KRoute) fkey { return fkey{r.Table, r.Dst, r.Tos, r.Priority} }
 
 func (f *fakeKernel) Links() (map[string]int, error) {
+	f.linkLists++
 	m := map[string]int{}
 	for k, v := range f.links {
 		m[k] = v

@@ -162,6 +162,7 @@ type Reconciler struct {
 	state   []uint8
 	ops     []Op
 	dels    []Op
+	links   map[string]int // the devices as the last Apply (or Delta re-list) found them
 }
 
 // plan is one validated desired set; immutable once built by Set.
@@ -276,6 +277,7 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
+	r.links = links
 	n := len(p.routes)
 	r.want = slices.Grow(r.want[:0], n)[:n]
 	r.state = slices.Grow(r.state[:0], n)[:n]
