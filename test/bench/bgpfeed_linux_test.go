@@ -89,9 +89,6 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/wren-net/wren/pkg/agent"
 	wcluster "github.com/wren-net/wren/pkg/cluster"
@@ -267,7 +264,7 @@ func setupFeed(tb testing.TB) *feedEnv {
 	if err != nil || u.Host == "" {
 		tb.Fatalf("envtest host %q: %v", rc.Host, err)
 	}
-	e.kubeconfig = feedKubeconfig(tb, rc, "https://"+nstest.APIProxy(tb, e.node, u.Host))
+	e.kubeconfig = nstest.WriteKubeconfig(tb, rc, "https://"+nstest.APIProxy(tb, e.node, u.Host))
 	e.about = fmt.Sprintf("%s; %d CPUs, kernel %s, %s; agent %s; BIRD %s; GoBGP %s",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), kernelRelease(), runtime.Version(),
 		e.agentVer, e.birdVer, e.gobgpVer)
@@ -323,23 +320,6 @@ func feedAgentBinary(tb testing.TB) (bin, about string) {
 		about += fmt.Sprintf(" plus uncommitted changes in %d files", n)
 	}
 	return bin, about
-}
-
-// feedKubeconfig writes rc with another server URL (the APIProxy's; the
-// certificate's SAN 127.0.0.1 still matches).
-func feedKubeconfig(tb testing.TB, rc *rest.Config, server string) string {
-	tb.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: rc.CAFile, CertificateAuthorityData: rc.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: rc.CertFile, ClientCertificateData: rc.CertData,
-		ClientKey: rc.KeyFile, ClientKeyData: rc.KeyData, Token: rc.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	p := filepath.Join(tb.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, p); err != nil {
-		tb.Fatal(err)
-	}
-	return p
 }
 
 // feedCounter is a receiver's progress: the kernel's routes or GoBGP's RIB.

@@ -62,11 +62,8 @@ const (
 	// fullTableLimit is the BGPPeer's maxPrefixes in the second phase.
 	fullTableLimit = 1000
 
-	// BGP message types (RFC 4271 section 4.1, RFC 2918).
-	feedOpen         = 1
-	feedUpdate       = 2
-	feedNotification = 3
-	feedKeepalive    = 4
+	// ROUTE-REFRESH (RFC 2918); the other message types are
+	// agent_malformed_test.go's msg* constants.
 	feedRouteRefresh = 5
 	// feedMaxMessage is the largest BGP message without RFC 8654.
 	feedMaxMessage = 4096
@@ -86,17 +83,6 @@ func feedPrefix(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4(a), 24+i%9)
 }
 
-// feedMessage frames a BGP message: marker, length, type, body.
-func feedMessage(typ byte, body []byte) []byte {
-	b := make([]byte, 19, 19+len(body))
-	for i := range 16 {
-		b[i] = 0xff
-	}
-	binary.BigEndian.PutUint16(b[16:18], uint16(19+len(body)))
-	b[18] = typ
-	return append(b, body...)
-}
-
 // feedOpenMessage is the feeder's OPEN: AS 65098, hold time 90 s, BGP ID
 // 198.18.0.60, capabilities IPv4 unicast, route refresh (the agent answers
 // a ROUTE-REFRESH only from a peer that offered it) and 4-octet AS.
@@ -108,7 +94,7 @@ func feedOpenMessage() []byte {
 	binary.BigEndian.PutUint16(body[1:3], feederAS)
 	body = append(body, netip.MustParseAddr(feederAddr).AsSlice()...)
 	body = append(body, byte(len(params)))
-	return feedMessage(feedOpen, append(body, params...))
+	return bgpMsg(msgOpen, append(body, params...))
 }
 
 // feedAttrs are the path attributes of every feed UPDATE: ORIGIN IGP,
@@ -135,7 +121,7 @@ func newFeedStream(from, to int) *feedStream {
 		body := []byte{0, 0, 0, 0}
 		binary.BigEndian.PutUint16(body[2:], uint16(len(feedAttrs)))
 		body = append(append(body, feedAttrs...), nlri...)
-		s.buf = append(s.buf, feedMessage(feedUpdate, body)...)
+		s.buf = append(s.buf, bgpMsg(msgUpdate, body)...)
 		s.ends = append(s.ends, len(s.buf))
 		s.upto = append(s.upto, i-from)
 		nlri = nlri[:0]
@@ -177,48 +163,14 @@ type feedSession struct {
 	endErr error
 }
 
-// feedReadMessage reads one BGP message.
-func feedReadMessage(r io.Reader) (byte, []byte, error) {
-	var h [19]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, err
-	}
-	l := int(binary.BigEndian.Uint16(h[16:18]))
-	if l < 19 || l > feedMaxMessage {
-		return 0, nil, fmt.Errorf("bad BGP length %d", l)
-	}
-	body := make([]byte, l-19)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, nil, err
-	}
-	return h[18], body, nil
-}
-
 // feedHandshake reads the agent's OPEN, answers with OPEN and KEEPALIVE,
 // waits for the agent's KEEPALIVE, then reads everything the agent sends
 // and keeps the session alive with a KEEPALIVE every 5 s (a third of the
 // shortest hold time the agent could negotiate with it here).
 func feedHandshake(c net.Conn) (*feedSession, error) {
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-	if typ, _, err := feedReadMessage(c); err != nil || typ != feedOpen {
-		return nil, fmt.Errorf("agent's OPEN: type %d, %v", typ, err)
-	}
-	if _, err := c.Write(append(feedOpenMessage(), feedMessage(feedKeepalive, nil)...)); err != nil {
+	if err := openSession(c, feedOpenMessage()); err != nil {
 		return nil, err
 	}
-	for {
-		typ, body, err := feedReadMessage(c)
-		if err != nil {
-			return nil, fmt.Errorf("waiting for the agent's KEEPALIVE: %w", err)
-		}
-		if typ == feedNotification && len(body) >= 2 {
-			return nil, fmt.Errorf("agent refused the OPEN: NOTIFICATION %d/%d", body[0], body[1])
-		}
-		if typ == feedKeepalive {
-			break
-		}
-	}
-	_ = c.SetDeadline(time.Time{})
 	s := &feedSession{conn: c, advert: make(chan struct{}, 1), noticed: make(chan struct{}), done: make(chan struct{})}
 	go s.read()
 	go func() {
@@ -229,7 +181,7 @@ func feedHandshake(c net.Conn) (*feedSession, error) {
 			case <-s.done:
 				return
 			case <-tick.C:
-				if s.write(feedMessage(feedKeepalive, nil)) != nil {
+				if s.write(bgpMsg(msgKeepalive, nil)) != nil {
 					return
 				}
 			}
@@ -240,7 +192,7 @@ func feedHandshake(c net.Conn) (*feedSession, error) {
 
 func (s *feedSession) read() {
 	for {
-		typ, body, err := feedReadMessage(s.conn)
+		typ, body, err := readBGP(s.conn)
 		if err != nil {
 			s.mu.Lock()
 			s.endErr = err
@@ -249,7 +201,7 @@ func (s *feedSession) read() {
 			return
 		}
 		switch typ {
-		case feedUpdate:
+		case msgUpdate:
 			if len(body) < 4 {
 				continue
 			}
@@ -265,7 +217,7 @@ func (s *feedSession) read() {
 				default:
 				}
 			}
-		case feedNotification:
+		case msgNotification:
 			if len(body) < 2 {
 				continue
 			}
@@ -328,7 +280,7 @@ func (s *feedSession) waitAdvert(d time.Duration) error {
 // has been read, parsed and run through the import policy.
 func (s *feedSession) fence(d time.Duration) error {
 	n := s.adverts.Load()
-	if err := s.write(feedMessage(feedRouteRefresh, []byte{0, 1, 0, 1})); err != nil {
+	if err := s.write(bgpMsg(feedRouteRefresh, []byte{0, 1, 0, 1})); err != nil {
 		return fmt.Errorf("send ROUTE-REFRESH: %w", err)
 	}
 	timer := time.NewTimer(d)
@@ -718,7 +670,7 @@ func TestAgentFullTable(t *testing.T) {
 		t.Fatalf("feed: after %d prefixes: %v (%s)", s1.written.Load(), err, s1.end())
 	}
 	sent := time.Since(start)
-	if err := s1.write(feedMessage(feedUpdate, []byte{0, 0, 0, 0})); err != nil { // End-of-RIB (RFC 4724)
+	if err := s1.write(bgpMsg(msgUpdate, []byte{0, 0, 0, 0})); err != nil { // End-of-RIB (RFC 4724)
 		t.Fatalf("End-of-RIB: %v", err)
 	}
 	if err := s1.fence(2 * time.Minute); err != nil {

@@ -40,8 +40,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
 	"github.com/wren-net/wren/pkg/agent"
@@ -90,25 +88,7 @@ func buildAgent(t *testing.T) string {
 // kubeconfig file for the binary's --kubeconfig.
 func writeKubeconfig(t *testing.T, rc *rest.Config) string {
 	t.Helper()
-	return writeKubeconfigServer(t, rc, rc.Host)
-}
-
-// writeKubeconfigServer is writeKubeconfig with another server URL (an
-// APIProxy's, for an agent inside a node namespace). The server's
-// certificate must still verify for it: envtest's has SAN 127.0.0.1.
-func writeKubeconfigServer(t *testing.T, rc *rest.Config, server string) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: rc.CAFile, CertificateAuthorityData: rc.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: rc.CertFile, ClientCertificateData: rc.CertData,
-		ClientKey: rc.KeyFile, ClientKeyData: rc.KeyData, Token: rc.BearerToken}
-	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	kc.CurrentContext = "envtest"
-	p := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, p); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return nstest.WriteKubeconfig(t, rc, rc.Host)
 }
 
 // freeLoopbackAddr returns 127.0.0.1:<a port nobody listens on now>.
@@ -153,7 +133,7 @@ func (ac *agentCluster) addBinaryNodeInNS(name string, sw *nstest.Switch, addr, 
 		t.Fatalf("envtest host %q: not a URL: %v", ac.rc.Host, err)
 	}
 	proxy := nstest.APIProxy(t, an.ns, u.Host)
-	kubeconfig := writeKubeconfigServer(t, ac.rc, "https://"+proxy)
+	kubeconfig := nstest.WriteKubeconfig(t, ac.rc, "https://"+proxy)
 	dir := t.TempDir()
 	// The namespace is fresh, so its loopback has every port free.
 	p := &agentProc{t: t, bin: bin, socket: filepath.Join(dir, "wren.sock"), health: "127.0.0.1:9099", ns: an.ns, log: filepath.Join(dir, name+".log")}

@@ -374,6 +374,33 @@ func readBGP(r io.Reader) (byte, []byte, error) {
 	return h[18], body, nil
 }
 
+// openSession is the test speaker's side of session set-up on an accepted
+// connection from the agent: read the agent's OPEN, answer with open and
+// a KEEPALIVE, and wait for the agent's KEEPALIVE (the session is then
+// established on both sides), all within 15 s.
+func openSession(c net.Conn, open []byte) error {
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if typ, _, err := readBGP(c); err != nil || typ != msgOpen {
+		return fmt.Errorf("agent's OPEN: type %d, %v", typ, err)
+	}
+	if _, err := c.Write(append(open, bgpMsg(msgKeepalive, nil)...)); err != nil {
+		return err
+	}
+	for {
+		typ, body, err := readBGP(c)
+		if err != nil {
+			return fmt.Errorf("waiting for the agent's KEEPALIVE: %w", err)
+		}
+		if typ == msgNotification && len(body) >= 2 {
+			return fmt.Errorf("agent refused the OPEN: %s", bgpEvent{typ: typ, code: body[0], subcode: body[1]})
+		}
+		if typ == msgKeepalive {
+			return nil
+		}
+	}
+}
+
 // attackerSession is one accepted connection from the agent.
 type attackerSession struct {
 	conn      net.Conn
@@ -385,27 +412,9 @@ type attackerSession struct {
 // for the agent's KEEPALIVE (the session is then established on both
 // sides) and starts a reader that reports what the agent sends.
 func handshake(c net.Conn, fourOctet bool) (*attackerSession, error) {
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-	typ, _, err := readBGP(c)
-	if err != nil || typ != msgOpen {
-		return nil, fmt.Errorf("agent's OPEN: type %d, %v", typ, err)
-	}
-	if _, err := c.Write(append(bgpOpen(fourOctet), bgpMsg(msgKeepalive, nil)...)); err != nil {
+	if err := openSession(c, bgpOpen(fourOctet)); err != nil {
 		return nil, err
 	}
-	for {
-		typ, body, err := readBGP(c)
-		if err != nil {
-			return nil, fmt.Errorf("waiting for the agent's KEEPALIVE: %w", err)
-		}
-		if typ == msgNotification && len(body) >= 2 {
-			return nil, fmt.Errorf("agent refused the OPEN: %s", bgpEvent{typ: typ, code: body[0], subcode: body[1]})
-		}
-		if typ == msgKeepalive {
-			break
-		}
-	}
-	_ = c.SetDeadline(time.Time{})
 	s := &attackerSession{conn: c, fourOctet: fourOctet, events: make(chan bgpEvent, 64)}
 	go func() {
 		defer close(s.events)
