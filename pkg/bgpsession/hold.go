@@ -116,6 +116,3 @@ func (c *Controller) Filter(changes []bgpspeaker.Change, vouched func(model.Lear
 	}
 	return up, down
 }
-
-// Held counts the routes kept in the kernel that BGP does not announce.
-func (c *Controller) Held() int { return len(c.hold.held) }

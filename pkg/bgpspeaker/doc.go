@@ -36,10 +36,11 @@
 // Restarting the agent would flap every route of the node (Calico #1423,
 // #6625). The agent therefore never stops the speaker on shutdown: it
 // lets the process exit, the TCP sessions break without a NOTIFICATION,
-// and the peers keep the node's routes until it comes back. [Speaker.Stop]
-// does the same through GoBGP (StopBgp with allow_graceful_restart) for a
-// caller that must stop the speaker and keep running; [Speaker.Close]
-// sends Cease and is for tests and deliberate teardown.
+// and the peers keep the node's routes until it comes back. [Speaker.Close]
+// sends Cease and is for tests and deliberate teardown. (GoBGP v4's
+// StopBgp can also end the sessions without one, allow_graceful_restart,
+// for a process that must stop the speaker and keep running; Wren has no
+// such caller.)
 //
 // # TCP MD5 needs multipathtcp=0
 //

@@ -199,12 +199,12 @@ func (p Peer) toAPI(localAS uint32) *api.Peer {
 
 // SetPeers makes the running neighbours equal to desired: neighbours not in
 // desired are deleted (with a Cease, which is right for a deconfigured peer),
-// new ones are added, and changed ones are updated. A change that needsReset
-// deletes and re-adds the neighbour (what GoBGP's UpdatePeer itself does for
-// the OPEN fields it tracks); any other change goes through UpdatePeer, and a
-// soft reset inbound is done when GoBGP asks for it. AddPeer is never called
-// for a running neighbour: GoBGP refuses it, and kube-router's swallowing of
-// that error left config changes unapplied (cloudnativelabs/kube-router#676).
+// new ones are added, and changed ones are deleted and added again: every
+// field of Peer needs a new session (needsReset says which changed), which
+// is also what GoBGP v4's UpdatePeer would do for them. AddPeer is never
+// called for a running neighbour: GoBGP refuses it, and kube-router's
+// swallowing of that error left config changes unapplied
+// (cloudnativelabs/kube-router#676).
 // Calling SetPeers twice with the same list does nothing the second time.
 // Errors are per peer and joined; the peers that succeeded stay applied.
 func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
@@ -255,35 +255,19 @@ func (s *Speaker) SetPeers(ctx context.Context, desired []Peer) error {
 		case old == p:
 			continue
 		default:
-			if reset, why := needsReset(old, p); reset {
-				if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-					errs = append(errs, fmt.Errorf("reset peer %s: delete: %w", addr, err))
-					continue
-				}
-				delete(s.peers, addr)
-				if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI(s.cfg.AS)}); err != nil {
-					errs = append(errs, fmt.Errorf("reset peer %s: add: %w", addr, err))
-					continue
-				}
-				s.log.Info("peer reset for config change", "peer", addr, "changed", why)
-				break
-			}
-			rsp, err := s.srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: p.toAPI(s.cfg.AS)})
-			if err != nil {
-				errs = append(errs, fmt.Errorf("update peer %s: %w", addr, err))
+			// Every field of Peer is in OPEN or re-creates the session in
+			// GoBGP v4 (needsReset): delete and add again.
+			_, why := needsReset(old, p)
+			if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+				errs = append(errs, fmt.Errorf("reset peer %s: delete: %w", addr, err))
 				continue
 			}
-			if rsp.GetNeedsSoftResetIn() {
-				err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{
-					Address:   addr.String(),
-					Soft:      true,
-					Direction: api.ResetPeerRequest_DIRECTION_IN,
-				})
-				if err != nil {
-					errs = append(errs, fmt.Errorf("soft reset peer %s: %w", addr, err))
-				}
+			delete(s.peers, addr)
+			if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: p.toAPI(s.cfg.AS)}); err != nil {
+				errs = append(errs, fmt.Errorf("reset peer %s: add: %w", addr, err))
+				continue
 			}
-			s.log.Info("peer updated", "peer", addr)
+			s.log.Info("peer reset for config change", "peer", addr, "changed", why)
 		}
 		s.peers[addr] = p
 	}

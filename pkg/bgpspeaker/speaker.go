@@ -116,16 +116,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 // deliberate teardown only: the agent must not call it on shutdown,
 // because the Cease makes the peers drop this node's routes instead of
 // keeping them for the graceful-restart time (see the package doc).
-func (s *Speaker) Close() error { return s.stopBgp(false) }
-
-// Stop ends every session without a NOTIFICATION where graceful restart
-// was negotiated (GoBGP's StopBgp with allow_graceful_restart), so those
-// peers keep this node's routes as stale for the restart time (RFC 4724
-// §4.2), and closes the listeners. Sessions without graceful restart get
-// a Cease.
-func (s *Speaker) Stop() error { return s.stopBgp(true) }
-
-func (s *Speaker) stopBgp(graceful bool) error {
+func (s *Speaker) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.started || s.closed {
@@ -134,7 +125,7 @@ func (s *Speaker) stopBgp(graceful bool) error {
 	}
 	s.closed = true
 	s.started = false
-	err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful})
+	err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 	s.stop()
 	if err != nil {
 		return fmt.Errorf("stop bgp: %w", err)
