@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -134,6 +135,53 @@ func TestFast(t *testing.T) {
 		}
 		if got := rec.got(); len(got) != 2 || got[1] != time.Second {
 			t.Errorf("full runs at %v, want [0s 1s]", got)
+		}
+	})
+}
+
+// TestFastGap: after a quiet spell the fast function runs at once; a
+// change that arrives within FastGap of the last fast run waits for the
+// rest of the gap, and every change of that wait is served by one run.
+func TestFastGap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		cfg := Config{MinInterval: time.Second, MaxInterval: time.Hour, FastGap: 2 * time.Millisecond, Logger: quiet()}
+		r, err := New(cfg, rec.fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan struct{}, 1)
+		var fastAt []time.Duration
+		r.Fast(ch, func(context.Context) bool {
+			fastAt = append(fastAt, time.Since(rec.start))
+			return false
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		rec.start = time.Now()
+		go r.Run(ctx)
+		synctest.Wait()
+		poke := func(at time.Duration) {
+			time.Sleep(at - time.Since(rec.start))
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+			synctest.Wait()
+		}
+		poke(10 * time.Millisecond)    // quiet before: at once
+		poke(10500 * time.Microsecond) // within the gap: waits until 12 ms
+		poke(11 * time.Millisecond)    // joins that wait
+		poke(11500 * time.Microsecond)
+		poke(50 * time.Millisecond) // quiet again: at once
+		time.Sleep(time.Second)
+		synctest.Wait()
+		want := []time.Duration{10 * time.Millisecond, 12 * time.Millisecond, 50 * time.Millisecond}
+		if !slices.Equal(fastAt, want) {
+			t.Errorf("fast runs at %v, want %v", fastAt, want)
+		}
+		if got := rec.got(); len(got) != 1 {
+			t.Errorf("full runs at %v, want only the initial one", got)
 		}
 	})
 }
