@@ -1,6 +1,7 @@
 package bgpspeaker
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -151,6 +152,36 @@ func TestDrainCoalesces(t *testing.T) {
 	}
 	if got := s.Drain(nil); len(got) != 0 {
 		t.Errorf("third Drain = %v, want nothing", got)
+	}
+}
+
+// TestFeedTableGivesMemoryBack: a peer's whole table in, then out: every
+// prefix drains once each way, and the slots are packed again (a table
+// that shrank to nothing holds no slots), so memory follows the table.
+func TestFeedTableGivesMemoryBack(t *testing.T) {
+	s := quietSpeaker(t)
+	const n = 10000
+	paths := make([]*apiutil.Path, 0, n)
+	for i := range n {
+		paths = append(paths, mkPath(t, fmt.Sprintf("10.%d.%d.0/26", 64+i/256, i%256), "198.18.0.12", "127.0.0.2", 64512, false))
+	}
+	s.feed.onBestPath(paths, time.Now())
+	if got := s.Drain(nil); len(got) != n || got[0].Withdrawn {
+		t.Fatalf("first Drain: %d changes, want %d announcements", len(got), n)
+	}
+	if got := len(s.Learned()); got != n {
+		t.Fatalf("Learned has %d routes, want %d", got, n)
+	}
+	for i, p := range paths[:n-10] {
+		paths[i] = mkPath(t, p.Nlri.(*bgp.IPAddrPrefix).Prefix.String(), "198.18.0.12", "127.0.0.2", 64512, true)
+	}
+	s.feed.onBestPath(paths[:n-10], time.Now())
+	got := s.Drain(nil)
+	if len(got) != n-10 || !got[0].Withdrawn || got[0].Route.NextHop != netip.MustParseAddr("198.18.0.12") {
+		t.Fatalf("second Drain: %d changes (first %+v), want %d withdrawals with their last path", len(got), got[0], n-10)
+	}
+	if l, sl := len(s.Learned()), len(s.feed.slots); l != 10 || sl != 10 {
+		t.Errorf("after the withdrawal: %d learned in %d slots, want 10 in 10", l, sl)
 	}
 }
 

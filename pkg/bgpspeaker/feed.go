@@ -55,20 +55,77 @@ type Session struct {
 // into the learned table and the session table. Its callbacks run on
 // GoBGP's watch goroutine: they take a short lock, never block and never
 // do I/O; the consumer is poked through changed.
+//
+// GoBGP reports best paths one prefix at a time, so the learned table is
+// on the hot path of a peer's whole table: it is kept without pointers (a
+// prefix key and an index into a slice of compact slots), which the
+// garbage collector never scans and which hashes a word instead of a
+// netip.Prefix.
 type feed struct {
 	mu       sync.Mutex
-	learned  map[netip.Prefix]Route
-	dirty    map[netip.Prefix]Route // changed since the last Drain, with the last path it had
+	index    map[uint64]int32 // prefix key → slots
+	slots    []slot
+	free     []int32  // unused slots
+	dirty    []uint64 // prefixes changed since the last Drain, each once
+	learned  int      // slots with a best path now
 	sessions map[netip.Addr]*Session
 	changed  chan struct{}
 	now      func() time.Time
 	logPeer  func(addr netip.Addr, state, why string)
 }
 
+// slot is one prefix: its best path now (live), or, until the next Drain,
+// the last one it had.
+type slot struct {
+	key       uint64
+	nextHop   addr16
+	peer      addr16
+	asPathLen int32
+	live      bool
+	dirty     bool
+}
+
+// addr16 is a netip.Addr without the pointer netip keeps for zones.
+type addr16 struct {
+	a   [16]byte
+	is4 bool
+	ok  bool
+}
+
+func pack(a netip.Addr) addr16 {
+	if !a.IsValid() {
+		return addr16{}
+	}
+	return addr16{a: a.As16(), is4: a.Is4(), ok: true}
+}
+
+func (a addr16) addr() netip.Addr {
+	switch {
+	case !a.ok:
+		return netip.Addr{}
+	case a.is4:
+		return netip.AddrFrom16(a.a).Unmap()
+	}
+	return netip.AddrFrom16(a.a)
+}
+
+// prefixKey packs an IPv4 prefix (the feed takes IPv4 unicast only).
+func prefixKey(p netip.Prefix) uint64 {
+	a := p.Addr().As4()
+	return uint64(a[0])<<40 | uint64(a[1])<<32 | uint64(a[2])<<24 | uint64(a[3])<<16 | uint64(p.Bits())
+}
+
+func keyPrefix(k uint64) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(k >> 40), byte(k >> 32), byte(k >> 24), byte(k >> 16)}), int(k&0xff))
+}
+
+func (s *slot) route() Route {
+	return Route{Prefix: keyPrefix(s.key), NextHop: s.nextHop.addr(), PeerAddr: s.peer.addr(), ASPathLen: int(s.asPathLen)}
+}
+
 func newFeed(logPeer func(netip.Addr, string, string)) *feed {
 	return &feed{
-		learned:  make(map[netip.Prefix]Route),
-		dirty:    make(map[netip.Prefix]Route),
+		index:    make(map[uint64]int32),
 		sessions: make(map[netip.Addr]*Session),
 		changed:  make(chan struct{}, 1),
 		now:      time.Now,
@@ -96,23 +153,59 @@ func (f *feed) onBestPath(paths []*apiutil.Path, _ time.Time) {
 		if !ok {
 			continue
 		}
-		cur, have := f.learned[r.Prefix]
-		switch {
-		case withdraw && have && cur.PeerAddr == r.PeerAddr:
-			delete(f.learned, r.Prefix)
-			f.dirty[r.Prefix] = cur
-		case !withdraw && (!have || cur != r):
-			f.learned[r.Prefix] = r
-			f.dirty[r.Prefix] = r
-		default:
-			continue
+		if f.apply(r, withdraw) {
+			changed = true
 		}
-		changed = true
 	}
 	f.mu.Unlock()
 	if changed {
 		f.poke()
 	}
+}
+
+// apply folds one best path (or its withdrawal) into the table and reports
+// whether it changed anything. f.mu is held.
+func (f *feed) apply(r Route, withdraw bool) bool {
+	key := prefixKey(r.Prefix)
+	peer := pack(r.PeerAddr)
+	i, have := f.index[key]
+	var s *slot
+	if have {
+		s = &f.slots[i]
+	}
+	switch {
+	case withdraw:
+		if !have || !s.live || s.peer != peer {
+			return false
+		}
+		s.live = false
+		f.learned--
+	case have:
+		nh := pack(r.NextHop)
+		if s.live && s.nextHop == nh && s.peer == peer && s.asPathLen == int32(r.ASPathLen) {
+			return false
+		}
+		if !s.live {
+			f.learned++
+		}
+		s.nextHop, s.peer, s.asPathLen, s.live = nh, peer, int32(r.ASPathLen), true
+	default:
+		if n := len(f.free); n > 0 {
+			i, f.free = f.free[n-1], f.free[:n-1]
+		} else {
+			i = int32(len(f.slots))
+			f.slots = append(f.slots, slot{})
+		}
+		f.index[key] = i
+		s = &f.slots[i]
+		*s = slot{key: key, nextHop: pack(r.NextHop), peer: peer, asPathLen: int32(r.ASPathLen), live: true}
+		f.learned++
+	}
+	if !s.dirty {
+		s.dirty = true
+		f.dirty = append(f.dirty, key)
+	}
+	return true
 }
 
 // routeFromPath decodes an IPv4 unicast path learned from a peer. It
@@ -244,9 +337,12 @@ func (s *Speaker) Learned() map[netip.Prefix]Route {
 	f := s.feed
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[netip.Prefix]Route, len(f.learned))
-	for k, v := range f.learned {
-		out[k] = v
+	out := make(map[netip.Prefix]Route, f.learned)
+	for _, i := range f.index {
+		if sl := &f.slots[i]; sl.live {
+			r := sl.route()
+			out[r.Prefix] = r
+		}
 	}
 	return out
 }
@@ -259,27 +355,42 @@ func (s *Speaker) Learned() map[netip.Prefix]Route {
 func (s *Speaker) Drain(buf []Change) []Change {
 	f := s.feed
 	f.mu.Lock()
-	for p, last := range f.dirty {
-		if r, ok := f.learned[p]; ok {
-			buf = append(buf, Change{Prefix: p, Route: r})
-		} else {
-			buf = append(buf, Change{Prefix: p, Route: last, Withdrawn: true})
+	for _, key := range f.dirty {
+		i := f.index[key]
+		sl := &f.slots[i]
+		sl.dirty = false
+		c := Change{Prefix: keyPrefix(key), Route: sl.route(), Withdrawn: !sl.live}
+		buf = append(buf, c)
+		if !sl.live {
+			delete(f.index, key)
+			*sl = slot{}
+			f.free = append(f.free, i)
 		}
 	}
-	f.resetDirty()
+	f.dirty = f.dirty[:0]
+	if cap(f.dirty) > 4096 {
+		// A peer's whole table went through: give the memory back.
+		f.dirty = nil
+	}
+	f.compact()
 	f.mu.Unlock()
 	return buf
 }
 
-// resetDirty forgets the pending changes. A map keeps its buckets after
-// clear, so after a big burst (a peer's whole table) it is replaced and
-// the memory goes back to the heap. f.mu is held.
-func (f *feed) resetDirty() {
-	if len(f.dirty) > 4096 {
-		f.dirty = make(map[netip.Prefix]Route)
+// compact gives memory back after a big table went away: when at most a
+// quarter of the slots are used, they are packed into a new slice (and
+// the index into a new map, since a map keeps its buckets). f.mu is held.
+func (f *feed) compact() {
+	if len(f.slots) < 4096 || len(f.index)*4 > len(f.slots) {
 		return
 	}
-	clear(f.dirty)
+	slots := make([]slot, 0, len(f.index))
+	index := make(map[uint64]int32, len(f.index))
+	for _, i := range f.index {
+		index[f.slots[i].key] = int32(len(slots))
+		slots = append(slots, f.slots[i])
+	}
+	f.slots, f.index, f.free = slots, index, nil
 }
 
 // Sessions returns the session table kept from the peer watch, sorted by
