@@ -16,7 +16,7 @@ func TestDumpInterruptedFlag(t *testing.T) {
 	foreign := own
 	foreign.Protocol = 4
 	msg := func(r KRoute, seq uint32, flags uint16) []byte {
-		b := appendRouteMsg(nil, Op{Route: r}, seq)
+		b := appendRouteMsg(nil, Op{Route: r}, seq, true)
 		binary.NativeEndian.PutUint16(b[4:6], unix.RTM_NEWROUTE)
 		binary.NativeEndian.PutUint16(b[6:8], unix.NLM_F_MULTI|flags)
 		return b

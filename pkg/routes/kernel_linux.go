@@ -255,10 +255,11 @@ type writer struct {
 	rbuf []byte
 }
 
-// Write implements Kernel: ops are packed k.batch per sendmsg, each with
-// NLM_F_ACK, acks matched back by sequence number. Additions and changes
-// all complete before any delete starts (make before break); within each
-// group batches are spread over the writers.
+// Write implements Kernel: ops are packed k.batch per sendmsg, the last of
+// each with NLM_F_ACK, failures matched back by sequence number. Additions
+// and changes all complete before any delete starts (make before break);
+// within each group batches are spread over the writers (a single batch
+// is sent without starting a goroutine).
 func (k *NetlinkKernel) Write(ops []Op) []error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -275,6 +276,10 @@ func (k *NetlinkKernel) Write(ops []Op) []error {
 func (k *NetlinkKernel) writeParallel(ops []Op, errs []error) {
 	nb := (len(ops) + k.batch - 1) / k.batch
 	if nb == 0 {
+		return
+	}
+	if nb == 1 {
+		k.writers[0].writeBatch(ops, errs)
 		return
 	}
 	var wg sync.WaitGroup
@@ -297,9 +302,9 @@ func (k *NetlinkKernel) writeParallel(ops []Op, errs []error) {
 func (w *writer) writeBatch(ops []Op, errs []error) {
 	b := w.buf[:0]
 	first := w.seq + 1
-	for _, op := range ops {
+	for i, op := range ops {
 		w.seq++
-		b = appendRouteMsg(b, op, w.seq)
+		b = appendRouteMsg(b, op, w.seq, i == len(ops)-1)
 	}
 	w.buf = b
 	if err := unix.Sendto(w.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
@@ -308,13 +313,15 @@ func (w *writer) writeBatch(ops []Op, errs []error) {
 		}
 		return
 	}
-	pending := len(ops)
-	acked := make([]bool, len(ops))
-	for pending > 0 {
+	// Only the last message asks for an ack. The kernel handles a send's
+	// messages in order and answers the others only when they fail, so
+	// the last ack means every answer of the batch has arrived.
+	last := len(ops) - 1
+	for {
 		n, _, err := unix.Recvfrom(w.fd, w.rbuf, 0)
 		if err != nil {
 			for i := range errs {
-				if !acked[i] {
+				if errs[i] == nil {
 					errs[i] = fmt.Errorf("netlink ack: %w", err)
 				}
 			}
@@ -331,32 +338,37 @@ func (w *writer) writeBatch(ops []Op, errs []error) {
 			msg := data[unix.NLMSG_HDRLEN:l]
 			data = data[nlmAlign(l):]
 			i := int(mseq - first)
-			if typ != unix.NLMSG_ERROR || mseq < first || i >= len(ops) || acked[i] {
+			if typ != unix.NLMSG_ERROR || mseq < first || i >= len(ops) {
 				continue
 			}
-			acked[i] = true
-			pending--
 			e := parseAck(msg)
 			if ops[i].Delete && errors.Is(e, unix.ESRCH) {
 				e = nil // already gone: the goal holds
 			}
 			errs[i] = e
+			if i == last {
+				return
+			}
 		}
 	}
 }
 
-// appendRouteMsg encodes one RTM_NEWROUTE / RTM_DELROUTE.
-func appendRouteMsg(b []byte, op Op, seq uint32) []byte {
+// appendRouteMsg encodes one RTM_NEWROUTE / RTM_DELROUTE; with ack, the
+// kernel answers even when it succeeds.
+func appendRouteMsg(b []byte, op Op, seq uint32, ack bool) []byte {
 	r := op.Route
 	typ := uint16(unix.RTM_NEWROUTE)
-	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_CREATE)
 	switch {
 	case op.Delete:
-		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST|unix.NLM_F_ACK
+		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST
 	case op.Replace:
 		flags |= unix.NLM_F_REPLACE
 	default:
 		flags |= unix.NLM_F_EXCL
+	}
+	if ack {
+		flags |= unix.NLM_F_ACK
 	}
 	start := len(b)
 	b = appendHdr(b, typ, flags, seq)

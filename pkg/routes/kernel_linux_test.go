@@ -164,6 +164,39 @@ func TestKernelForeignConflict(t *testing.T) {
 	t.Logf("kernel says: %v", err)
 }
 
+// TestKernelBatchFailureInside: only the last message of a batch asks for
+// an ack, so a failure inside a batch must still be reported against its
+// own route, and the routes around it programmed.
+func TestKernelBatchFailureInside(t *testing.T) {
+	n := node(t)
+	r, _ := newKernelRec(t, n)
+	const total = 3*DefaultBatch + 5
+	var want []model.Route
+	for i := range total {
+		want = append(want, blackhole(blockN(i)))
+	}
+	foreign := []int{7, DefaultBatch + 60, 2 * DefaultBatch} // inside, inside, first of a batch
+	for _, i := range foreign {
+		n.AddRoute(t, blockN(i), "via", "198.18.0.1", "proto", "static")
+	}
+	r.Set(want)
+	err := r.Apply(context.Background())
+	if err == nil {
+		t.Fatal("no error for the foreign routes")
+	}
+	for _, i := range foreign {
+		if !strings.Contains(err.Error(), " "+blockN(i)+":") {
+			t.Errorf("error does not name %s: %v", blockN(i), err)
+		}
+	}
+	if got := strings.Count(err.Error(), "file exists"); got != len(foreign) {
+		t.Errorf("%d failures reported, want %d: %v", got, len(foreign), err)
+	}
+	if got := len(ownRoutes(t, n)); got != total-len(foreign) {
+		t.Errorf("%d own routes programmed, want %d", got, total-len(foreign))
+	}
+}
+
 // TestKernelDumpUnderChurn lists 20k own routes while another goroutine
 // adds and deletes foreign routes: every listing must be complete, which
 // needs the interrupted-dump retry.

@@ -78,7 +78,7 @@ func TestMessageRoundTrip(t *testing.T) {
 		{Dst: pfx("10.244.1.5/32"), Table: MainTable, Protocol: Protocol, Type: TypeUnicast, Scope: ScopeLink, Oif: 7},
 		{Dst: pfx("10.244.2.0/26"), Table: 1000, Protocol: Protocol, Type: TypeUnicast, Gw: ip("198.18.0.12"), Oif: 3, Flags: FlagOnLink, MTU: 1480, Priority: 20},
 	} {
-		b := appendRouteMsg(nil, Op{Route: r}, 1)
+		b := appendRouteMsg(nil, Op{Route: r}, 1, true)
 		got, ok := parseRoute(b[16:])
 		if !ok {
 			t.Fatalf("%s: not parsed", r)
