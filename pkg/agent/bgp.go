@@ -112,6 +112,10 @@ func (a *Agent) bgpDelta(ctx context.Context) bool {
 			return true
 		}
 	}
+	if cap(b.changes) > 1<<14 {
+		// The last batch was a whole peer table: give its buffers back.
+		b.changes, b.up, b.down = nil, nil, nil
+	}
 	b.changes = b.speaker.Drain(b.changes[:0])
 	if len(b.changes) == 0 {
 		return false

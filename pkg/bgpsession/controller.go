@@ -129,6 +129,10 @@ type Controller struct {
 	reshapeUntil time.Time // end of the reshape window; zero: none
 	up           map[netip.Addr]bgpspeaker.Session
 	hold         hold
+
+	// Filter's results, reused from call to call.
+	filterUp   []model.LearnedRoute
+	filterDown []netip.Prefix
 }
 
 // New returns a controller for sp. The startup window opens now: routes

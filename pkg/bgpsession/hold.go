@@ -90,16 +90,27 @@ func (c *Controller) Merge(learned map[netip.Prefix]bgpspeaker.Route, vouched fu
 	return out
 }
 
+// bigBatch is the size above which Filter's reused buffers are dropped
+// rather than kept for the next batch: only a whole peer table is that big.
+const bigBatch = 1 << 14
+
 // Filter turns a batch of best-path changes (bgpspeaker.Speaker.Drain) into
 // routes to install and prefixes to remove, holding withdrawals as Merge
 // would. Held routes that expire later are removed by the full rebuild at
-// Result.Wake.
+// Result.Wake. The slices it returns are valid until the next Filter.
 func (c *Controller) Filter(changes []bgpspeaker.Change, vouched func(model.LearnedRoute) bool) (up []model.LearnedRoute, down []netip.Prefix) {
 	now := c.cfg.Now()
+	if cap(c.filterUp) > bigBatch || cap(c.filterDown) > bigBatch {
+		c.filterUp, c.filterDown = nil, nil // a whole table went through: give it back
+	}
+	up, down = c.filterUp[:0], c.filterDown[:0]
+	defer func() { c.filterUp, c.filterDown = up, down }()
 	for _, ch := range changes {
 		r := model.LearnedRoute{Prefix: ch.Prefix, NextHop: ch.Route.NextHop, Peer: ch.Route.PeerAddr}
 		if !ch.Withdrawn {
-			delete(c.hold.held, ch.Prefix)
+			if len(c.hold.held) > 0 {
+				delete(c.hold.held, ch.Prefix)
+			}
 			up = append(up, r)
 			continue
 		}
