@@ -550,6 +550,8 @@ type phase struct {
 	half, p90 time.Duration // T0 → 50 % and 90 % in (kernel receivers)
 	delivered time.Duration // T0 → the last segment from the feeder at the receiver
 	withdraw  time.Duration // Cease on the wire → none left
+	cpuIn     time.Duration // the receiver's CPU time (user + system) from the feed's send to every route in
+	cpuOut    time.Duration // the same from the Cease to none left
 	notQuiet  bool          // the receivers were not idle before a phase (see waitQuiet)
 }
 
@@ -700,10 +702,12 @@ func (e *feedEnv) ingest(tb testing.TB, r *receiver, feed []byte, pids []int) ph
 	p.notQuiet = !waitQuiet(pids) || p.notQuiet
 	r.sniff.arm()
 	r.count.arm()
+	c0 := cpuTicks([]int{r.pid})
 	if err := s.send(feed); err != nil {
 		tb.Fatal(err)
 	}
 	full := r.wait(tb, "every fed route in its "+r.where, pickFull)
+	p.cpuIn = time.Duration(cpuTicks([]int{r.pid})-c0) * 10 * time.Millisecond
 	t0, last, _, err := r.sniff.seen()
 	if err != nil || t0.IsZero() {
 		tb.Fatalf("%s: no UPDATE seen on its eth0 (%v)", r.name, err)
@@ -719,10 +723,12 @@ func (e *feedEnv) ingest(tb testing.TB, r *receiver, feed []byte, pids []int) ph
 	p.notQuiet = !waitQuiet(pids) || p.notQuiet
 	r.sniff.arm()
 	r.count.arm()
+	c0 = cpuTicks([]int{r.pid})
 	if err := s.withdraw(); err != nil {
 		tb.Fatal(err)
 	}
 	empty := r.wait(tb, "the fed routes gone from its "+r.where, pickEmpty)
+	p.cpuOut = time.Duration(cpuTicks([]int{r.pid})-c0) * 10 * time.Millisecond
 	_, _, t1, err := r.sniff.seen()
 	if err != nil || t1.IsZero() {
 		tb.Fatalf("%s: the Cease was not seen on its eth0 (%v): the withdraw probe is broken", r.name, err)
@@ -827,6 +833,8 @@ func feedReport(about, load string, runs int, rs []sizeResult) string {
 			{"first UPDATE → first route in", func(p phase) time.Duration { return p.first }},
 			{"Cease → none left (withdraw)", func(p phase) time.Duration { return p.withdraw }},
 			{"first UPDATE → last segment at the receiver", func(p phase) time.Duration { return p.delivered }},
+			{"receiver's CPU time, feed sent → all in", func(p phase) time.Duration { return p.cpuIn }},
+			{"receiver's CPU time, Cease → none left", func(p phase) time.Duration { return p.cpuOut }},
 		} {
 			var v [3]time.Duration
 			for j := range v {
