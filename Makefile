@@ -12,7 +12,8 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/wren-cni ./cmd/cni
-	@if [ -d cmd/agent ]; then $(GO) build -o $(BIN)/wren-agent ./cmd/agent; fi
+	$(GO) build -o $(BIN)/wren-agent ./cmd/agent
+	$(GO) build -o $(BIN)/wrenctl ./cmd/wrenctl
 
 # deps installs what the tests need on a fresh Debian machine (root).
 deps: install-rtproto

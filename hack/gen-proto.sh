@@ -18,5 +18,5 @@ done
 protoc -I api \
 	--go_out=api --go_opt=paths=source_relative \
 	--go-grpc_out=api --go-grpc_opt=paths=source_relative \
-	api/cni/v1/cni.proto
+	api/cni/v1/cni.proto api/debug/v1/debug.proto
 gofmt -l api

@@ -14,10 +14,12 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cniserver"
+	"github.com/wren-net/wren/pkg/debugserver"
 )
 
 // version is set at build time (-X main.version=...; internal/image).
@@ -87,7 +89,8 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHealth(ctx, cfg.HealthAddr, a) })
-	g.Go(func() error { return cniserver.Serve(ctx, cfg.Socket, a, cfg.Agent.Logger) })
+	debug := func(s grpc.ServiceRegistrar) { debugserver.Register(s, a, version) }
+	g.Go(func() error { return cniserver.Serve(ctx, cfg.Socket, a, cfg.Agent.Logger, debug) })
 	g.Go(func() error { return a.Run(ctx) })
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err

@@ -145,6 +145,11 @@ type Agent struct {
 	// hk serializes housekeeping rounds (the minute ticker, Housekeep).
 	hk sync.Mutex
 
+	// snap is what the loop published after its last full run.
+	snap      atomic.Pointer[Snapshot]
+	startedAt time.Time
+	lastSelf  model.NodeInfo // the loop's: this node as its last run saw it
+
 	mu      sync.Mutex
 	self    model.NodeInfo
 	started uint64 // syncs started
@@ -195,7 +200,7 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, cluster: cluster, log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}, events: make(chan workloadEvent, 1024)}
+	a := &Agent{cfg: cfg, cluster: cluster, startedAt: time.Now(), log: cfg.Logger.With("component", "agent"), pinned: map[string]model.Workload{}, released: map[string]time.Time{}, events: make(chan workloadEvent, 1024)}
 	a.reg = registrar.New(cfg.NodeName, cluster, cfg.Logger)
 	var err error
 	if cfg.NetNS > 0 {
@@ -343,6 +348,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	n := a.started
 	a.mu.Unlock()
 	err := a.syncOnce(ctx)
+	a.publish(a.lastSelf, err)
 	a.mu.Lock()
 	a.done = n
 	a.mu.Unlock()
@@ -378,6 +384,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		peers = append(peers, n.Node)
 	}
 	self := me
+	a.lastSelf = self
 	var errs []error
 	mtu, err := a.host.HostMTU()
 	if err != nil {

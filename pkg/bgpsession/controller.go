@@ -381,6 +381,32 @@ func (c *Controller) wake(now time.Time) time.Time {
 	return t
 }
 
+// SessionInfo is why a session exists, for the debug API.
+type SessionInfo struct {
+	Address netip.Addr
+	Name    string // the node or BGPPeer it goes to
+	Kind    model.SessionKind
+	// Retiring: the topology no longer wants it; it is kept until its
+	// replacement is up (make-before-break).
+	Retiring bool
+}
+
+// Sessions lists the sessions of the last Set, and the retiring ones,
+// sorted by address.
+func (c *Controller) Sessions() []SessionInfo {
+	out := make([]SessionInfo, 0, len(c.want)+len(c.retiring))
+	for addr, w := range c.want {
+		out = append(out, SessionInfo{Address: addr, Name: w.Name, Kind: w.Kind})
+	}
+	for addr, r := range c.retiring {
+		if _, ok := c.want[addr]; !ok {
+			out = append(out, SessionInfo{Address: addr, Name: r.w.Name, Kind: r.w.Kind, Retiring: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
 // Retiring lists the sessions kept for make-before-break, for logs and
 // the debug API.
 func (c *Controller) Retiring() []netip.Addr {

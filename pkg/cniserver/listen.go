@@ -156,8 +156,9 @@ func (l *socketListener) Close() error {
 // Serve serves the wren.cni.v1 service, backed by h, on the unix socket
 // socketPath (see Listen) until ctx ends, then stops gracefully (calls in
 // flight get shutdownGrace to finish), removes the socket and returns nil.
-// It returns an error if it cannot listen or the server fails.
-func Serve(ctx context.Context, socketPath string, h Handler, logger *slog.Logger) error {
+// It returns an error if it cannot listen or the server fails. Each of
+// also registers one more service on the same server (the debug API).
+func Serve(ctx context.Context, socketPath string, h Handler, logger *slog.Logger, also ...func(grpc.ServiceRegistrar)) error {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -167,6 +168,9 @@ func Serve(ctx context.Context, socketPath string, h Handler, logger *slog.Logge
 	}
 	srv := grpc.NewServer()
 	Register(srv, h, logger)
+	for _, reg := range also {
+		reg(srv)
+	}
 	logger.With("component", "cniserver").Info("serving CNI", "socket", socketPath)
 
 	errc := make(chan error, 1)

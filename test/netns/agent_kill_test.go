@@ -67,20 +67,27 @@ type agentProc struct {
 }
 
 // buildAgent builds ./cmd/agent into a temporary directory once per test.
-func buildAgent(t *testing.T) string {
+func buildAgent(t *testing.T) string { t.Helper(); return buildCmd(t, "./cmd/agent", "wren-agent") }
+
+// buildWrenctl builds ./cmd/wrenctl likewise.
+func buildWrenctl(t *testing.T) string { t.Helper(); return buildCmd(t, "./cmd/wrenctl", "wrenctl") }
+
+// buildCmd builds the command pkg of this repository as name into a
+// temporary directory.
+func buildCmd(t *testing.T, pkg, name string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("build wren-agent: %v", err)
+		t.Fatalf("build %s: %v", name, err)
 	}
-	bin := filepath.Join(t.TempDir(), "wren-agent")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/agent")
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command(goBin, "build", "-o", bin, pkg)
 	cmd.Dir = kubetest.RepoRoot(t)
 	t0 := time.Now()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/agent: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
-	t.Logf("built wren-agent in %s", time.Since(t0).Round(time.Millisecond))
+	t.Logf("built %s in %s", name, time.Since(t0).Round(time.Millisecond))
 	return bin
 }
 

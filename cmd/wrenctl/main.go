@@ -1,0 +1,121 @@
+// Command wrenctl shows what the wren-agent on this node is doing. It
+// talks to the agent's unix socket (the debug API, wren.debug.v1) and is
+// shipped in the agent's image, so
+//
+//	kubectl exec -n wren-system <wren-agent pod> -- wrenctl status
+//
+// works on any node. See docs/operations.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	cniv1 "github.com/wren-net/wren/api/cni/v1"
+)
+
+// version is set at build time (-X main.version=...; internal/image).
+var version = "dev"
+
+const usage = `wrenctl shows what the wren-agent on this node is doing.
+
+Usage:
+  wrenctl [flags] <command>
+
+Commands:
+  status     the node and its BGP sessions (like calicoctl node status)
+  peers      the BGP sessions only
+  version    wrenctl's version and the agent's
+
+Flags:
+`
+
+type options struct {
+	socket  string
+	output  string
+	timeout time.Duration
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests: 0 ok, 1 the command failed, 2
+// bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("wrenctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.socket, "socket", cniv1.DefaultSocket, "the agent's unix socket")
+	fs.StringVar(&o.output, "o", "table", "output format: table, wide, json or yaml")
+	fs.DurationVar(&o.timeout, "timeout", 15*time.Second, "give up on the agent after this long")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	switch o.output {
+	case "table", "wide", "json", "yaml":
+	default:
+		fmt.Fprintf(stderr, "wrenctl: -o %q: want table, wide, json or yaml\n", o.output)
+		return 2
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	var f func(context.Context, *client, options, []string, io.Writer) error
+	switch cmd {
+	case "status":
+		f = cmdStatus
+	case "peers":
+		f = cmdPeers
+	case "version":
+		f = cmdVersion
+	case "help":
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0
+	default:
+		fmt.Fprintf(stderr, "wrenctl: unknown command %q (wrenctl help lists them)\n", cmd)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	c, err := dial(o.socket)
+	if err != nil {
+		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
+		return 1
+	}
+	defer c.close()
+	if err := f(ctx, c, o, rest, stdout); err != nil {
+		var u usageError
+		if errors.As(err, &u) {
+			fmt.Fprintf(stderr, "wrenctl %s: %v\n", cmd, err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "wrenctl %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+// usageError is a bad argument to a command.
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", args)}
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/wren-net/wren/pkg/bgpsession"
+	"github.com/wren-net/wren/pkg/model"
+)
+
+// Snapshot is what the loop publishes at the end of every full run, for
+// readers on other goroutines (the debug API). It is never changed once
+// published, so a reader needs no lock and never holds the loop up.
+type Snapshot struct {
+	// Time is when the run ended; Err what went wrong in it ("" if
+	// nothing).
+	Time time.Time
+	Err  string
+	// Self is this node as the run saw it (labels, AS, route-reflector
+	// role, the detected address).
+	Self model.NodeInfo
+	// Sessions are the BGP sessions the run wanted, and those kept for
+	// make-before-break; nil without BGP.
+	Sessions []bgpsession.SessionInfo
+}
+
+// publish stores the loop's state after a full run. Loop goroutine only.
+func (a *Agent) publish(self model.NodeInfo, err error) {
+	s := &Snapshot{Time: time.Now(), Self: self}
+	if err != nil {
+		s.Err = err.Error()
+	}
+	if a.bgp != nil {
+		s.Sessions = a.bgp.ctl.Sessions()
+	}
+	a.snap.Store(s)
+}
+
+// LastSnapshot returns the state the loop published after its last full
+// run, or nil before the first one ends.
+func (a *Agent) LastSnapshot() *Snapshot { return a.snap.Load() }
+
+// PeerView is one BGP session as the debug API shows it.
+type PeerView struct {
+	Address netip.Addr
+	AS      uint32
+	// Kind is why the session exists (model.SessionKind, or "retiring");
+	// Name the node or BGPPeer it goes to. Both are empty for a session
+	// the speaker has that the last run did not ask for (it is going).
+	Kind  string
+	Name  string
+	State string
+	// Since is when it became established (zero otherwise).
+	Since time.Time
+	// IPv4 unicast prefixes: in the peer's Adj-RIB-In, accepted and
+	// rejected by the import policy, and advertised to the peer.
+	Received, Accepted, Rejected, Advertised uint64
+	EndOfRIB                                 bool
+	Flaps                                    int
+	LastDown                                 string
+}
+
+// StatusView is the node and its BGP sessions (wrenctl status).
+type StatusView struct {
+	Node     string
+	IP       netip.Prefix
+	AS       uint32
+	RouterID netip.Addr
+	// RouteReflector and ClusterID: this node's reflector role.
+	RouteReflector bool
+	ClusterID      netip.Addr
+	// NotReady is why /readyz fails ("" when ready).
+	NotReady string
+	BGP      bool
+	Peers    []PeerView
+	// LastSync is when the loop last completed a full run (zero before
+	// the first), LastSyncErr what went wrong in it.
+	LastSync    time.Time
+	LastSyncErr string
+	Started     time.Time
+}
+
+// Status assembles the node's status from the loop's last snapshot and
+// the speaker's own session counters. It never waits for the loop; the
+// speaker's counters cost a walk of each peer's Adj-RIB-In inside GoBGP.
+func (a *Agent) Status(ctx context.Context) (StatusView, error) {
+	v := StatusView{Node: a.cfg.NodeName, Started: a.startedAt, BGP: a.bgp != nil}
+	if err := a.Ready(); err != nil {
+		v.NotReady = err.Error()
+	}
+	snap := a.LastSnapshot()
+	if snap == nil {
+		a.mu.Lock()
+		v.IP = a.self.IP
+		a.mu.Unlock()
+		return v, nil
+	}
+	v.LastSync, v.LastSyncErr = snap.Time, snap.Err
+	v.IP = snap.Self.IP
+	v.RouteReflector = snap.Self.RouteReflector
+	if v.RouteReflector {
+		v.ClusterID = snap.Self.RRClusterID
+	}
+	if a.bgp == nil {
+		return v, nil
+	}
+	st, err := a.bgp.speaker.Status(ctx)
+	if err != nil {
+		return v, err
+	}
+	v.AS, v.RouterID = st.AS, st.RouterID
+	kinds := make(map[netip.Addr]bgpsession.SessionInfo, len(snap.Sessions))
+	for _, s := range snap.Sessions {
+		kinds[s.Address] = s
+	}
+	for _, p := range st.Peers {
+		pv := PeerView{Address: p.Address, AS: p.AS, State: p.State, Since: p.Since,
+			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised,
+			EndOfRIB: !p.EndOfRIB.IsZero(), Flaps: p.Flaps, LastDown: p.LastDown}
+		if p.Received > p.Accepted {
+			pv.Rejected = p.Received - p.Accepted
+		}
+		if k, ok := kinds[p.Address]; ok {
+			// Session names are "<kind>/<node or BGPPeer>".
+			pv.Kind, pv.Name = string(k.Kind), k.Name
+			if _, name, ok := strings.Cut(k.Name, "/"); ok {
+				pv.Name = name
+			}
+			if k.Retiring {
+				pv.Kind = "retiring"
+			}
+		}
+		v.Peers = append(v.Peers, pv)
+	}
+	return v, nil
+}

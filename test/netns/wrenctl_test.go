@@ -1,0 +1,136 @@
+//go:build linux
+
+package nstest_test
+
+// wrenctl against real agents: three wren-agent binaries in a full mesh
+// (bgpRestartCluster), each asked over its own unix socket.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	debugv1 "github.com/wren-net/wren/api/debug/v1"
+	nstest "github.com/wren-net/wren/test/netns"
+)
+
+// runWrenctl runs the wrenctl binary against an agent's socket; cred, if
+// set, runs it as that user.
+func runWrenctl(t *testing.T, bin, socket string, cred *syscall.Credential, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--socket", socket}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// TestWrenctlStatus: `wrenctl status` on every node of a three-node mesh
+// lists the two other nodes as mesh peers, Established, with one accepted
+// prefix each (their block) and one advertised (its own); -o json parses
+// into the API's message and matches the table; a non-root user is
+// refused by the socket's mode.
+func TestWrenctlStatus(t *testing.T) {
+	ac, procs := bgpRestartCluster(t, 3, nil)
+	ctl := buildWrenctl(t)
+	ac.pingMatrix(30 * time.Second)
+
+	for _, n := range ac.nodes {
+		sock := procs[n.name].socket
+		var r debugv1.StatusReply
+		nstest.Poll(t, 30*time.Second, n.name+": wrenctl status shows the mesh with its prefixes", func() error {
+			out, errOut, err := runWrenctl(t, ctl, sock, nil, "-o", "json", "status")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, errOut)
+			}
+			r.Reset()
+			if err := protojson.Unmarshal([]byte(out), &r); err != nil {
+				return fmt.Errorf("-o json does not parse: %v\n%s", err, out)
+			}
+			if r.Node != n.name || r.NodeIp != n.ip.Addr().String() || !r.Ready || r.AsNumber != 64512 {
+				return fmt.Errorf("node %q ip %q ready %v AS %d", r.Node, r.NodeIp, r.Ready, r.AsNumber)
+			}
+			var others []string
+			for _, o := range ac.nodes {
+				if o != n {
+					others = append(others, o.name)
+				}
+			}
+			if len(r.Peers) != len(others) {
+				return fmt.Errorf("%d peers, want %d: %v", len(r.Peers), len(others), r.Peers)
+			}
+			for i, p := range r.Peers {
+				if p.Name != others[i] || p.Type != "mesh" || p.State != "established" || p.Since == nil ||
+					p.Accepted != 1 || p.Rejected != 0 || p.Advertised != 1 || !p.EndOfRib {
+					return fmt.Errorf("peer %d: %v", i, p)
+				}
+			}
+			return nil
+		})
+		// The table says the same.
+		out, errOut, err := runWrenctl(t, ctl, sock, nil, "status")
+		if err != nil {
+			t.Fatalf("%s: wrenctl status: %v: %s", n.name, err, errOut)
+		}
+		for _, p := range r.Peers {
+			row := fmt.Sprintf("| %-12s | mesh      | %s | up    |", p.Address, p.Name)
+			if !strings.Contains(out, row) || !strings.Contains(out, "|        1 |        0 |          1 | Established |") {
+				t.Errorf("%s: wrenctl status lacks %q with 1/0/1 prefixes:\n%s", n.name, row, out)
+			}
+		}
+		t.Logf("%s: wrenctl status:\n%s", n.name, out)
+		// -o yaml is the same document.
+		out, _, err = runWrenctl(t, ctl, sock, nil, "-o", "yaml", "peers")
+		if err != nil || !strings.Contains(out, "state: established") {
+			t.Errorf("%s: wrenctl -o yaml peers: %v\n%s", n.name, err, out)
+		}
+	}
+
+	// The socket is root-only: its mode, and a non-root user refused by
+	// it (its directory opened up so only the socket's mode can refuse).
+	sock := procs["node-1"].socket
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v, want a socket with 0600", sock, fi.Mode())
+	}
+	openUp(t, sock)
+	openUp(t, ctl)
+	_, errOut, err := runWrenctl(t, ctl, sock, &syscall.Credential{Uid: 65534, Gid: 65534}, "status")
+	if err == nil || !strings.Contains(errOut, "permission denied on "+sock) || !strings.Contains(errOut, "run wrenctl as root") {
+		t.Errorf("wrenctl as nobody: err %v, stderr %q; want a refusal naming the socket", err, errOut)
+	}
+	// And version names both builds.
+	out, _, err := runWrenctl(t, ctl, sock, nil, "version")
+	if err != nil || !strings.Contains(out, "wrenctl dev") || !strings.Contains(out, "wren-agent dev") {
+		t.Errorf("wrenctl version: %v\n%s", err, out)
+	}
+}
+
+// openUp makes every directory above path, up to the temporary
+// directory, 0755 (t.TempDir makes them 0700).
+func openUp(t *testing.T, path string) {
+	t.Helper()
+	top := filepath.Clean(os.TempDir())
+	for d := filepath.Dir(path); strings.HasPrefix(d, top+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
