@@ -30,6 +30,11 @@ Usage:
 Commands:
   status     the node and its BGP sessions (like calicoctl node status)
   peers      the BGP sessions only
+  routes [PREFIX]
+             the routes learned over BGP, and whether the kernel has each
+  kernel-routes
+             the kernel's routes of Wren (proto wren)
+  links      the tunnel devices and the pod veths
   version    wrenctl's version and the agent's
 
 Flags:
@@ -78,6 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		f = cmdStatus
 	case "peers":
 		f = cmdPeers
+	case "routes":
+		f = cmdRoutes
+	case "kernel-routes":
+		f = cmdKernelRoutes
+	case "links":
+		f = cmdLinks
 	case "version":
 		f = cmdVersion
 	case "help":

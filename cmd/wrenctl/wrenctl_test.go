@@ -18,13 +18,35 @@ import (
 	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/debugserver"
+	"github.com/wren-net/wren/pkg/routes"
 )
 
 // fakeAgent is the fast tier's stand-in for the agent behind the real
 // debug server; the privileged tier (test/netns) runs real agents.
-type fakeAgent struct{ v agent.StatusView }
+type fakeAgent struct {
+	v       agent.StatusView
+	routes  []agent.RouteView
+	kernel  []agent.KernelRouteView
+	tunnels []agent.TunnelView
+	veths   []agent.VethView
+}
 
 func (f fakeAgent) Status(context.Context) (agent.StatusView, error) { return f.v, nil }
+func (f fakeAgent) Routes(_ context.Context, within netip.Prefix) ([]agent.RouteView, error) {
+	var out []agent.RouteView
+	for _, r := range f.routes {
+		if !within.IsValid() || within.Overlaps(r.Prefix) && within.Bits() <= r.Prefix.Bits() {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+func (f fakeAgent) KernelRoutes(context.Context) ([]agent.KernelRouteView, error) {
+	return f.kernel, nil
+}
+func (f fakeAgent) Links(context.Context) ([]agent.TunnelView, []agent.VethView, error) {
+	return f.tunnels, f.veths, nil
+}
 
 func serve(t *testing.T, src debugserver.Source) string {
 	t.Helper()
@@ -64,7 +86,7 @@ func meshNode() agent.StatusView {
 // TestStatusTable: the table has calicoctl's columns plus the prefix
 // counts, peers sorted by address; wide adds the rest.
 func TestStatusTable(t *testing.T) {
-	sock := serve(t, fakeAgent{meshNode()})
+	sock := serve(t, fakeAgent{v: meshNode()})
 	out, errOut, code := wrenctl(t, "--socket", sock, "status")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -94,7 +116,7 @@ func TestStatusTable(t *testing.T) {
 // TestStatusJSONRoundTrip: -o json and -o yaml parse back into the same
 // message.
 func TestStatusJSONRoundTrip(t *testing.T) {
-	sock := serve(t, fakeAgent{meshNode()})
+	sock := serve(t, fakeAgent{v: meshNode()})
 	var fromJSON, fromYAML debugv1.StatusReply
 	out, errOut, code := wrenctl(t, "--socket", sock, "-o", "json", "status")
 	if code != 0 {
@@ -141,5 +163,74 @@ func TestUnreachableAgent(t *testing.T) {
 	_, errOut, code = wrenctl(t, "-o", "xml", "status")
 	if code != 2 || !strings.Contains(errOut, `-o "xml"`) {
 		t.Errorf("bad -o: exit %d, %q", code, errOut)
+	}
+}
+
+func dataplaneNode() fakeAgent {
+	kr := func(s string) routes.KRoute {
+		p := netip.MustParsePrefix(s)
+		return routes.KRoute{Dst: p, Gw: netip.MustParseAddr("198.18.0.12"), Oif: 2, Protocol: routes.Protocol, Type: routes.TypeUnicast}
+	}
+	return fakeAgent{
+		v: meshNode(),
+		routes: []agent.RouteView{
+			{Prefix: netip.MustParsePrefix("10.244.0.64/26"), NextHop: netip.MustParseAddr("198.18.0.12"), Peer: netip.MustParseAddr("198.18.0.12"),
+				Programmed: true, Kernel: "10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren"},
+			{Prefix: netip.MustParsePrefix("192.0.2.0/24"), NextHop: netip.MustParseAddr("198.18.0.1"), Peer: netip.MustParseAddr("198.18.0.1"),
+				ASPathLen: 1, WhyNot: "outside every IPPool"},
+		},
+		kernel: []agent.KernelRouteView{
+			{Route: routes.KRoute{Dst: netip.MustParsePrefix("10.244.0.0/26"), Type: routes.TypeBlackhole, Protocol: routes.Protocol}},
+			{Route: kr("10.244.0.64/26"), Device: "eth0"},
+		},
+		tunnels: []agent.TunnelView{{Name: "vxlan.calico", Kind: "vxlan", Address: netip.MustParseAddr("10.244.0.3"), MTU: 1450, MAC: "66:0b:9b:3c:5d:1e", Up: true}},
+		veths: []agent.VethView{
+			{Name: "cali459e1deae92", MTU: 1450, Up: true, Pod: "default/web-1", ContainerID: "ctr-1", IP: netip.MustParseAddr("10.244.0.1")},
+			{Name: "cali0000000000", Pod: "default/web-2", IP: netip.MustParseAddr("10.244.0.2"), Missing: true},
+		},
+	}
+}
+
+// TestRoutesKernelRoutesLinks: the three dataplane commands' tables, the
+// prefix filter of routes, and a usage error for a bad prefix.
+func TestRoutesKernelRoutesLinks(t *testing.T) {
+	sock := serve(t, dataplaneNode())
+	out, errOut, code := wrenctl(t, "--socket", sock, "routes")
+	if code != 0 {
+		t.Fatalf("routes: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"| 10.244.0.64/26 | 198.18.0.12 | 198.18.0.12 | yes       | -                    |",
+		"| 192.0.2.0/24   | 198.18.0.1  | 198.18.0.1  | no        | outside every IPPool |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("routes lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, _ = wrenctl(t, "--socket", sock, "routes", "10.244.0.0/16")
+	if strings.Contains(out, "192.0.2.0/24") || !strings.Contains(out, "10.244.0.64/26") {
+		t.Errorf("routes 10.244.0.0/16 does not filter:\n%s", out)
+	}
+	if _, errOut, code := wrenctl(t, "--socket", sock, "routes", "ten"); code != 2 || !strings.Contains(errOut, `"ten": want a prefix`) {
+		t.Errorf("routes ten: exit %d, %q", code, errOut)
+	}
+	out, _, _ = wrenctl(t, "--socket", sock, "kernel-routes")
+	if want := "blackhole 10.244.0.0/26 proto wren\n10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren\n"; out != want {
+		t.Errorf("kernel-routes:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, _ = wrenctl(t, "--socket", sock, "links")
+	for _, want := range []string{
+		"| vxlan.calico | vxlan | 10.244.0.3 | 1450 | 66:0b:9b:3c:5d:1e | up    |",
+		"| cali459e1deae92 | default/web-1 | 10.244.0.1 | 1450 | up      |",
+		"| cali0000000000  | default/web-2 | 10.244.0.2 |    - | MISSING |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("links lacks %q:\n%s", want, out)
+		}
+	}
+	var lr debugv1.LinksReply
+	out, _, _ = wrenctl(t, "--socket", sock, "-o", "json", "links")
+	if err := protojson.Unmarshal([]byte(out), &lr); err != nil || len(lr.Veths) != 2 || !lr.Veths[1].Missing {
+		t.Errorf("links -o json: %v %v\n%s", err, &lr, out)
 	}
 }

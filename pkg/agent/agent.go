@@ -148,7 +148,9 @@ type Agent struct {
 	// snap is what the loop published after its last full run.
 	snap      atomic.Pointer[Snapshot]
 	startedAt time.Time
-	lastSelf  model.NodeInfo // the loop's: this node as its last run saw it
+	// The loop's: this node as its last run saw it, and what it built.
+	lastSelf    model.NodeInfo
+	lastDesired *model.Desired
 
 	mu      sync.Mutex
 	self    model.NodeInfo
@@ -347,8 +349,9 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.started++
 	n := a.started
 	a.mu.Unlock()
+	a.lastDesired = nil
 	err := a.syncOnce(ctx)
-	a.publish(a.lastSelf, err)
+	a.publish(a.lastSelf, a.lastDesired, err)
 	a.mu.Lock()
 	a.done = n
 	a.mu.Unlock()
@@ -415,6 +418,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	released := a.pruneReleased(blocks, apiDown)
 	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, podMTU)
 	d, berrs := desired.Build(in)
+	a.lastDesired = &d
 	for _, e := range berrs {
 		a.log.Debug("not routed", "reason", e)
 	}

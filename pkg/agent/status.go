@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/wren-net/wren/pkg/bgpsession"
+	"github.com/wren-net/wren/pkg/desired"
 	"github.com/wren-net/wren/pkg/model"
 )
 
@@ -24,16 +26,33 @@ type Snapshot struct {
 	// Sessions are the BGP sessions the run wanted, and those kept for
 	// make-before-break; nil without BGP.
 	Sessions []bgpsession.SessionInfo
+	// Held are the learned routes kept in the kernel though BGP no longer
+	// announces them; Shaper is how the run turned learned routes into
+	// kernel routes (nil without BGP). Both are read-only.
+	Held   []bgpsession.HeldRoute
+	Shaper *desired.LearnedShaper
+	// Workloads are the local pods the run wired; Tunnels its tunnels.
+	Workloads []model.Workload
+	Tunnels   model.Tunnels
 }
 
-// publish stores the loop's state after a full run. Loop goroutine only.
-func (a *Agent) publish(self model.NodeInfo, err error) {
+// publish stores the loop's state after a full run (d is its desired
+// state; nil when the run ended before building it). Loop goroutine only.
+func (a *Agent) publish(self model.NodeInfo, d *model.Desired, err error) {
 	s := &Snapshot{Time: time.Now(), Self: self}
 	if err != nil {
 		s.Err = err.Error()
 	}
+	if d != nil {
+		s.Workloads = slices.Clone(d.Workloads)
+		s.Tunnels = d.Tunnels
+	} else if old := a.snap.Load(); old != nil {
+		s.Workloads, s.Tunnels = old.Workloads, old.Tunnels
+	}
 	if a.bgp != nil {
 		s.Sessions = a.bgp.ctl.Sessions()
+		s.Held = a.bgp.ctl.Held()
+		s.Shaper = a.bgp.shaper
 	}
 	a.snap.Store(s)
 }

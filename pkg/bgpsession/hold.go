@@ -90,6 +90,25 @@ func (c *Controller) Merge(learned map[netip.Prefix]bgpspeaker.Route, vouched fu
 	return out
 }
 
+// HeldRoute is a learned route the controller keeps in the kernel though
+// BGP no longer announces it (see Filter and Merge).
+type HeldRoute struct {
+	Route model.LearnedRoute
+	// Since is when BGP stopped announcing it; zero for a route kept from
+	// the previous run that no session has confirmed or withdrawn yet.
+	Since time.Time
+}
+
+// Held lists the routes held now, by prefix.
+func (c *Controller) Held() []HeldRoute {
+	out := make([]HeldRoute, 0, len(c.hold.held))
+	for _, h := range c.hold.held {
+		out = append(out, HeldRoute{Route: h.r, Since: h.since})
+	}
+	slices.SortFunc(out, func(a, b HeldRoute) int { return a.Route.Prefix.Compare(b.Route.Prefix) })
+	return out
+}
+
 // bigBatch is the size above which Filter's reused buffers are dropped
 // rather than kept for the next batch: only a whole peer table is that big.
 const bigBatch = 1 << 14

@@ -22,6 +22,9 @@ import (
 // Source is what the server reads: the agent.
 type Source interface {
 	Status(ctx context.Context) (agent.StatusView, error)
+	Routes(ctx context.Context, within netip.Prefix) ([]agent.RouteView, error)
+	KernelRoutes(ctx context.Context) ([]agent.KernelRouteView, error)
+	Links(ctx context.Context) ([]agent.TunnelView, []agent.VethView, error)
 }
 
 var _ Source = (*agent.Agent)(nil)

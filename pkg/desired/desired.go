@@ -200,18 +200,26 @@ func NewLearnedShaper(in Inputs) *LearnedShaper {
 // Wren (or is one Wren would remove when it is withdrawn): inside an
 // enabled pool without VXLAN, not a local pod's address, not inside an own
 // block.
-func (s *LearnedShaper) Handles(p netip.Prefix) bool {
+func (s *LearnedShaper) Handles(p netip.Prefix) bool { return s.WhyNot(p) == "" }
+
+// WhyNot says why Wren does not install a learned route for p ("" when
+// Handles(p)): the words of the debug API.
+func (s *LearnedShaper) WhyNot(p netip.Prefix) string {
 	p = p.Masked()
 	pool, ok := poolOf(s.in.Pools, p)
 	switch {
-	case !ok || pool.Disabled || isVXLAN(pool):
-		return false
+	case !ok:
+		return "outside every IPPool"
+	case pool.Disabled:
+		return "its IPPool " + pool.Name + " is disabled"
+	case isVXLAN(pool):
+		return "its IPPool " + pool.Name + " uses VXLAN: its routes come from the IPAM blocks, not from BGP"
 	case p.Bits() == 32 && s.local[p.Addr()]:
-		return false
+		return "a pod on this node holds this address"
 	case p.Bits() < 32 && slices.ContainsFunc(s.ownBlocks, func(c netip.Prefix) bool { return c.Overlaps(p) && c.Bits() <= p.Bits() }):
-		return false
+		return "superseded by a local block"
 	}
-	return true
+	return ""
 }
 
 // Route returns the kernel route for l; ok is false when Wren does not

@@ -204,3 +204,34 @@ func TestBuildBGP(t *testing.T) {
 		t.Errorf("advertised %q, want %q", got, want)
 	}
 }
+
+// TestWhyNot: the reason the debug API gives for each learned route Wren
+// does not install, and none for one it does.
+func TestWhyNot(t *testing.T) {
+	a := nodeN("node-a", "198.18.0.11/24", "")
+	pools := []model.Pool{
+		{Name: "plain", CIDR: pfx("10.244.0.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever},
+		{Name: "vx", CIDR: pfx("10.244.16.0/20"), VXLAN: model.EncapAlways, IPIP: model.EncapNever},
+		{Name: "off", CIDR: pfx("10.244.48.0/20"), VXLAN: model.EncapNever, IPIP: model.EncapNever, Disabled: true},
+	}
+	in := Inputs{Self: a, Nodes: []model.Node{a}, Pools: pools, HostMTU: 1500, Uplink: "eth0", BGP: true,
+		Blocks:    []ipam.Block{blk("10.244.1.0/26", "node-a", ipam.StateConfirmed)},
+		Workloads: []model.Workload{{Namespace: "default", Name: "guest", HostIface: "cali2222222222b", IP: addr("10.244.2.7")}}}
+	s := NewLearnedShaper(in)
+	for p, want := range map[string]string{
+		"10.244.2.0/26":  "",
+		"192.168.0.0/24": "outside every IPPool",
+		"10.244.16.0/26": "its IPPool vx uses VXLAN: its routes come from the IPAM blocks, not from BGP",
+		"10.244.48.0/26": "its IPPool off is disabled",
+		"10.244.2.7/32":  "a pod on this node holds this address",
+		"10.244.1.0/26":  "superseded by a local block",
+		"10.244.1.8/29":  "superseded by a local block",
+	} {
+		if got := s.WhyNot(pfx(p)); got != want {
+			t.Errorf("WhyNot(%s) = %q, want %q", p, got, want)
+		}
+		if s.Handles(pfx(p)) != (want == "") {
+			t.Errorf("Handles(%s) disagrees with WhyNot %q", p, want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	debugv1 "github.com/wren-net/wren/api/debug/v1"
+	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	nstest "github.com/wren-net/wren/test/netns"
 )
 
@@ -133,4 +135,106 @@ func openUp(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestWrenctlDataplane: on a three-node mesh, `wrenctl routes` lists the
+// two remote blocks as learned from their nodes and in the kernel;
+// `wrenctl kernel-routes` prints what `ip route show proto wren` prints;
+// `wrenctl links` names the node's pod on its veth; each -o json parses.
+func TestWrenctlDataplane(t *testing.T) {
+	ac, procs := bgpRestartCluster(t, 3, nil)
+	ctl := buildWrenctl(t)
+	ac.pingMatrix(30 * time.Second)
+	n := ac.nodes[0]
+	sock := procs[n.name].socket
+	blocks := ac.blocksByNode(t)
+
+	var rr debugv1.RoutesReply
+	nstest.Poll(t, 20*time.Second, "wrenctl routes lists both remote blocks, in the kernel", func() error {
+		out, errOut, err := runWrenctl(t, ctl, sock, nil, "-o", "json", "routes")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, errOut)
+		}
+		rr.Reset()
+		if err := protojson.Unmarshal([]byte(out), &rr); err != nil {
+			return fmt.Errorf("-o json does not parse: %v\n%s", err, out)
+		}
+		var want []string
+		for _, o := range ac.nodes[1:] {
+			want = append(want, fmt.Sprintf("%s via %s from %s in kernel", blocks[o.name], o.ip.Addr(), o.ip.Addr()))
+		}
+		var got []string
+		for _, r := range rr.Routes {
+			s := fmt.Sprintf("%s via %s from %s", r.Prefix, r.NextHop, r.Peer)
+			if r.Programmed && r.WhyNot == "" {
+				s += " in kernel"
+			}
+			got = append(got, s)
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("routes %q, want %q", got, want)
+		}
+		return nil
+	})
+	out, _, _ := runWrenctl(t, ctl, sock, nil, "routes")
+	t.Logf("%s: wrenctl routes:\n%s", n.name, out)
+
+	// kernel-routes is what `ip route` prints of Wren's routes, line for
+	// line (proto 87 is "wren" where rt_protos.d names it).
+	ipOut, err := n.ns.Run(context.Background(), "ip", "route", "show", "table", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(s string) []string {
+		var ls []string
+		for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+			l = strings.Join(strings.Fields(strings.ReplaceAll(l, "proto 87", "proto wren")), " ")
+			if strings.Contains(l, "proto wren") {
+				ls = append(ls, l)
+			}
+		}
+		slices.Sort(ls)
+		return ls
+	}
+	out, errOut, err := runWrenctl(t, ctl, sock, nil, "kernel-routes")
+	if err != nil {
+		t.Fatalf("kernel-routes: %v: %s", err, errOut)
+	}
+	if got, want := norm(out), norm(ipOut); !slices.Equal(got, want) {
+		t.Errorf("wrenctl kernel-routes:\n%s\nip route show proto wren:\n%s", out, ipOut)
+	}
+	t.Logf("%s: wrenctl kernel-routes:\n%s", n.name, out)
+
+	out, errOut, err = runWrenctl(t, ctl, sock, nil, "-o", "json", "links")
+	if err != nil {
+		t.Fatalf("links: %v: %s", err, errOut)
+	}
+	var lr debugv1.LinksReply
+	if err := protojson.Unmarshal([]byte(out), &lr); err != nil {
+		t.Fatalf("links -o json: %v\n%s", err, out)
+	}
+	pod := n.pods[0]
+	if len(lr.Veths) != 1 || lr.Veths[0].Pod != "default/"+pod.name || lr.Veths[0].Ip != pod.ip.String() || !lr.Veths[0].Up ||
+		!strings.HasPrefix(lr.Veths[0].Name, "cali") || len(lr.Tunnels) != 0 {
+		t.Errorf("links: %v", &lr)
+	}
+	out, _, _ = runWrenctl(t, ctl, sock, nil, "links")
+	t.Logf("%s: wrenctl links:\n%s", n.name, out)
+}
+
+// blocksByNode maps each node to the one IPAM block it holds.
+func (ac *agentCluster) blocksByNode(t *testing.T) map[string]string {
+	t.Helper()
+	var l v1alpha1.IPAMBlockList
+	if err := ac.c.List(context.Background(), &l); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, b := range l.Items {
+		if _, dup := m[b.Spec.Affinity]; dup {
+			t.Fatalf("node %s holds more than one block", b.Spec.Affinity)
+		}
+		m[b.Spec.Affinity] = string(b.Spec.CIDR)
+	}
+	return m
 }

@@ -479,16 +479,19 @@ type Route struct {
 	// peer is the neighbour the path came from.
 	Peer         string `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
 	AsPathLength uint32 `protobuf:"varint,4,opt,name=as_path_length,json=asPathLength,proto3" json:"as_path_length,omitempty"`
-	// programmed: the kernel has this route now, as `kernel` shows it.
+	// programmed: the kernel has Wren's route for the prefix now, as
+	// `kernel` shows it.
 	Programmed bool   `protobuf:"varint,5,opt,name=programmed,proto3" json:"programmed,omitempty"`
 	Kernel     string `protobuf:"bytes,6,opt,name=kernel,proto3" json:"kernel,omitempty"`
-	// why_not says why the route is not programmed: "held" (kept from a
-	// session being replaced or lost), "rejected by import policy",
-	// "superseded by a local block", "outside every pool", "write error: …".
+	// why_not says why the route is not programmed as wanted (or, for a
+	// held route, why it is still there): outside every IPPool, in a
+	// disabled or VXLAN pool (routes from IPAM, not BGP), superseded by a
+	// local block, a pod on this node holds the address, no route to the
+	// next hop, or not in the kernel (yet) / different in the kernel.
 	WhyNot string `protobuf:"bytes,7,opt,name=why_not,json=whyNot,proto3" json:"why_not,omitempty"`
-	// rejected: the path is in the peer's Adj-RIB-In but the import policy
-	// refused it (it is no best path).
-	Rejected      bool `protobuf:"varint,8,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// held: BGP no longer announces it and the agent keeps it for now
+	// (make-before-break, a lost peer, the start-up window; docs/bgp.md).
+	Held          bool `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,9 +575,9 @@ func (x *Route) GetWhyNot() string {
 	return ""
 }
 
-func (x *Route) GetRejected() bool {
+func (x *Route) GetHeld() bool {
 	if x != nil {
-		return x.Rejected
+		return x.Held
 	}
 	return false
 }
@@ -1232,11 +1235,14 @@ type Tunnel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// kind: "vxlan" or "ipip".
-	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	Mtu           uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	VtepMac       string `protobuf:"bytes,5,opt,name=vtep_mac,json=vtepMac,proto3" json:"vtep_mac,omitempty"`
-	Up            bool   `protobuf:"varint,6,opt,name=up,proto3" json:"up,omitempty"`
+	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Mtu     uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	VtepMac string `protobuf:"bytes,5,opt,name=vtep_mac,json=vtepMac,proto3" json:"vtep_mac,omitempty"`
+	Up      bool   `protobuf:"varint,6,opt,name=up,proto3" json:"up,omitempty"`
+	// missing: the agent's last run wanted it but the kernel has no such
+	// device (the agent is about to repair it, or failed to).
+	Missing       bool `protobuf:"varint,7,opt,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1313,14 +1319,24 @@ func (x *Tunnel) GetUp() bool {
 	return false
 }
 
+func (x *Tunnel) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 type Veth struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Mtu           uint32                 `protobuf:"varint,2,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	Up            bool                   `protobuf:"varint,3,opt,name=up,proto3" json:"up,omitempty"`
-	Pod           string                 `protobuf:"bytes,4,opt,name=pod,proto3" json:"pod,omitempty"`
-	ContainerId   string                 `protobuf:"bytes,5,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Ip            string                 `protobuf:"bytes,6,opt,name=ip,proto3" json:"ip,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mtu         uint32                 `protobuf:"varint,2,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Up          bool                   `protobuf:"varint,3,opt,name=up,proto3" json:"up,omitempty"`
+	Pod         string                 `protobuf:"bytes,4,opt,name=pod,proto3" json:"pod,omitempty"`
+	ContainerId string                 `protobuf:"bytes,5,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Ip          string                 `protobuf:"bytes,6,opt,name=ip,proto3" json:"ip,omitempty"`
+	// missing: a local pod's veth the kernel does not have. A cali veth
+	// with no pod (pod empty) is one the agent is about to remove.
+	Missing       bool `protobuf:"varint,7,opt,name=missing,proto3" json:"missing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1395,6 +1411,13 @@ func (x *Veth) GetIp() string {
 		return x.Ip
 	}
 	return ""
+}
+
+func (x *Veth) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
 }
 
 type ExplainRequest struct {
@@ -1663,7 +1686,7 @@ const file_debug_v1_debug_proto_rawDesc = "" +
 	"\rRoutesRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\";\n" +
 	"\vRoutesReply\x12,\n" +
-	"\x06routes\x18\x01 \x03(\v2\x14.wren.debug.v1.RouteR\x06routes\"\xe1\x01\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.wren.debug.v1.RouteR\x06routes\"\xd9\x01\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x12\n" +
@@ -1673,8 +1696,8 @@ const file_debug_v1_debug_proto_rawDesc = "" +
 	"programmed\x18\x05 \x01(\bR\n" +
 	"programmed\x12\x16\n" +
 	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x12\x17\n" +
-	"\awhy_not\x18\a \x01(\tR\x06whyNot\x12\x1a\n" +
-	"\brejected\x18\b \x01(\bR\brejected\"\x15\n" +
+	"\awhy_not\x18\a \x01(\tR\x06whyNot\x12\x12\n" +
+	"\x04held\x18\b \x01(\bR\x04held\"\x15\n" +
 	"\x13KernelRoutesRequest\"G\n" +
 	"\x11KernelRoutesReply\x122\n" +
 	"\x06routes\x18\x01 \x03(\v2\x1a.wren.debug.v1.KernelRouteR\x06routes\"\xcf\x01\n" +
@@ -1723,21 +1746,23 @@ const file_debug_v1_debug_proto_rawDesc = "" +
 	"\n" +
 	"LinksReply\x12/\n" +
 	"\atunnels\x18\x01 \x03(\v2\x15.wren.debug.v1.TunnelR\atunnels\x12)\n" +
-	"\x05veths\x18\x02 \x03(\v2\x13.wren.debug.v1.VethR\x05veths\"\x87\x01\n" +
+	"\x05veths\x18\x02 \x03(\v2\x13.wren.debug.v1.VethR\x05veths\"\xa1\x01\n" +
 	"\x06Tunnel\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x12\x19\n" +
 	"\bvtep_mac\x18\x05 \x01(\tR\avtepMac\x12\x0e\n" +
-	"\x02up\x18\x06 \x01(\bR\x02up\"\x81\x01\n" +
+	"\x02up\x18\x06 \x01(\bR\x02up\x12\x18\n" +
+	"\amissing\x18\a \x01(\bR\amissing\"\x9b\x01\n" +
 	"\x04Veth\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03mtu\x18\x02 \x01(\rR\x03mtu\x12\x0e\n" +
 	"\x02up\x18\x03 \x01(\bR\x02up\x12\x10\n" +
 	"\x03pod\x18\x04 \x01(\tR\x03pod\x12!\n" +
 	"\fcontainer_id\x18\x05 \x01(\tR\vcontainerId\x12\x0e\n" +
-	"\x02ip\x18\x06 \x01(\tR\x02ip\" \n" +
+	"\x02ip\x18\x06 \x01(\tR\x02ip\x12\x18\n" +
+	"\amissing\x18\a \x01(\bR\amissing\" \n" +
 	"\x0eExplainRequest\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\"\xf4\x01\n" +
 	"\fExplainReply\x12\x0e\n" +

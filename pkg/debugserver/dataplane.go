@@ -1,0 +1,89 @@
+package debugserver
+
+import (
+	"context"
+	"net/netip"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	debugv1 "github.com/wren-net/wren/api/debug/v1"
+	"github.com/wren-net/wren/pkg/routes"
+)
+
+func (s *server) Routes(ctx context.Context, req *debugv1.RoutesRequest) (*debugv1.RoutesReply, error) {
+	var within netip.Prefix
+	if req.GetPrefix() != "" {
+		p, err := netip.ParsePrefix(req.GetPrefix())
+		if err != nil || !p.Addr().Is4() {
+			return nil, status.Errorf(codes.InvalidArgument, "prefix %q: want an IPv4 prefix such as 10.244.0.0/16", req.GetPrefix())
+		}
+		within = p.Masked()
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	rs, err := s.src.Routes(ctx, within)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &debugv1.RoutesReply{Routes: make([]*debugv1.Route, 0, len(rs))}
+	for _, r := range rs {
+		out.Routes = append(out.Routes, &debugv1.Route{
+			Prefix:       r.Prefix.String(),
+			NextHop:      addr(r.NextHop),
+			Peer:         addr(r.Peer),
+			AsPathLength: uint32(r.ASPathLen),
+			Programmed:   r.Programmed,
+			Kernel:       r.Kernel,
+			WhyNot:       r.WhyNot,
+			Held:         r.Held,
+		})
+	}
+	return out, nil
+}
+
+func (s *server) KernelRoutes(ctx context.Context, _ *debugv1.KernelRoutesRequest) (*debugv1.KernelRoutesReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	krs, err := s.src.KernelRoutes(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &debugv1.KernelRoutesReply{Routes: make([]*debugv1.KernelRoute, 0, len(krs))}
+	for _, k := range krs {
+		typ := "unicast"
+		if k.Route.Type == routes.TypeBlackhole {
+			typ = "blackhole"
+		}
+		out.Routes = append(out.Routes, &debugv1.KernelRoute{
+			Destination: k.Route.Dst.String(),
+			Type:        typ,
+			Gateway:     addr(k.Route.Gw),
+			Device:      k.Device,
+			Onlink:      k.Route.Flags&routes.FlagOnLink != 0,
+			Mtu:         k.Route.MTU,
+			Protocol:    uint32(k.Route.Protocol),
+			Text:        k.Text(),
+		})
+	}
+	return out, nil
+}
+
+func (s *server) Links(ctx context.Context, _ *debugv1.LinksRequest) (*debugv1.LinksReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	ts, vs, err := s.src.Links(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &debugv1.LinksReply{}
+	for _, t := range ts {
+		out.Tunnels = append(out.Tunnels, &debugv1.Tunnel{Name: t.Name, Kind: t.Kind, Address: addr(t.Address),
+			Mtu: uint32(t.MTU), VtepMac: t.MAC, Up: t.Up, Missing: t.Missing})
+	}
+	for _, v := range vs {
+		out.Veths = append(out.Veths, &debugv1.Veth{Name: v.Name, Mtu: uint32(v.MTU), Up: v.Up, Pod: v.Pod,
+			ContainerId: v.ContainerID, Ip: addr(v.IP), Missing: v.Missing})
+	}
+	return out, nil
+}
