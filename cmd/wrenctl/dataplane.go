@@ -159,3 +159,53 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
+
+func cmdExplain(ctx context.Context, c *client, o options, args []string, w io.Writer) error {
+	if len(args) != 1 {
+		return usageError{"want one IPv4 address: wrenctl explain 10.244.1.5"}
+	}
+	ip, err := netip.ParseAddr(args[0])
+	if err != nil || !ip.Is4() {
+		return usageError{fmt.Sprintf("%q: want an IPv4 address", args[0])}
+	}
+	r, err := c.debug.Explain(ctx, &debugv1.ExplainRequest{Ip: ip.String()})
+	if err != nil {
+		return c.explain(err)
+	}
+	if o.output == "json" || o.output == "yaml" {
+		if err := printMessage(w, o.output, r); err != nil {
+			return err
+		}
+	} else {
+		writeExplain(w, r)
+	}
+	if !r.Ok {
+		return errNotOK
+	}
+	return nil
+}
+
+func writeExplain(w io.Writer, r *debugv1.ExplainReply) {
+	fmt.Fprintf(w, "%s\n", r.Ip)
+	for _, kv := range [][2]string{{"pool", r.Pool}, {"block", r.Block}, {"block node", r.BlockNode}, {"host node", r.HostNode}, {"pod", r.Pod}} {
+		if kv[1] != "" {
+			fmt.Fprintf(w, "  %-11s %s\n", kv[0]+":", kv[1])
+		}
+	}
+	for _, f := range r.Findings {
+		mark := "ok"
+		if !f.Ok {
+			mark = "!!"
+		}
+		fmt.Fprintf(w, "  [%s] %-6s %s\n", mark, f.Source, f.Says)
+	}
+	fmt.Fprintf(w, "=> %s\n", r.Verdict)
+}
+
+// errNotOK makes explain exit 1 when it found an inconsistency (the
+// explanation itself is on stdout).
+var errNotOK = quietError{}
+
+type quietError struct{}
+
+func (quietError) Error() string { return "" }

@@ -35,6 +35,9 @@ Commands:
   kernel-routes
              the kernel's routes of Wren (proto wren)
   links      the tunnel devices and the pod veths
+  explain IP what IPAM, BGP, the kernel and the veth say about one
+             address, ending in "reachable via …" or what is wrong
+             (exit status 1 then)
   version    wrenctl's version and the agent's
 
 Flags:
@@ -89,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		f = cmdKernelRoutes
 	case "links":
 		f = cmdLinks
+	case "explain":
+		f = cmdExplain
 	case "version":
 		f = cmdVersion
 	case "help":
@@ -108,6 +113,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer c.close()
 	if err := f(ctx, c, o, rest, stdout); err != nil {
+		if errors.Is(err, errNotOK) {
+			return 1
+		}
 		var u usageError
 		if errors.As(err, &u) {
 			fmt.Fprintf(stderr, "wrenctl %s: %v\n", cmd, err)

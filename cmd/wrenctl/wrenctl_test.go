@@ -29,6 +29,7 @@ type fakeAgent struct {
 	kernel  []agent.KernelRouteView
 	tunnels []agent.TunnelView
 	veths   []agent.VethView
+	explain map[netip.Addr]agent.ExplainView
 }
 
 func (f fakeAgent) Status(context.Context) (agent.StatusView, error) { return f.v, nil }
@@ -43,6 +44,9 @@ func (f fakeAgent) Routes(_ context.Context, within netip.Prefix) ([]agent.Route
 }
 func (f fakeAgent) KernelRoutes(context.Context) ([]agent.KernelRouteView, error) {
 	return f.kernel, nil
+}
+func (f fakeAgent) Explain(_ context.Context, ip netip.Addr) (agent.ExplainView, error) {
+	return f.explain[ip], nil
 }
 func (f fakeAgent) Links(context.Context) ([]agent.TunnelView, []agent.VethView, error) {
 	return f.tunnels, f.veths, nil
@@ -232,5 +236,39 @@ func TestRoutesKernelRoutesLinks(t *testing.T) {
 	out, _, _ = wrenctl(t, "--socket", sock, "-o", "json", "links")
 	if err := protojson.Unmarshal([]byte(out), &lr); err != nil || len(lr.Veths) != 2 || !lr.Veths[1].Missing {
 		t.Errorf("links -o json: %v %v\n%s", err, &lr, out)
+	}
+}
+
+// TestExplain: the findings one per line, the verdict last, exit 1 when
+// something is wrong, and a usage error for a bad address.
+func TestExplain(t *testing.T) {
+	good, bad := netip.MustParseAddr("10.244.0.65"), netip.MustParseAddr("10.244.0.66")
+	f := fakeAgent{v: meshNode(), explain: map[netip.Addr]agent.ExplainView{
+		good: {IP: good, Pool: "default", Block: netip.MustParsePrefix("10.244.0.64/26"), BlockNode: "node-2", HostNode: "node-2", Pod: "default/web-2",
+			Findings: []agent.Finding{{Source: "ipam", Says: "allocated", OK: true}, {Source: "kernel", Says: "10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren", OK: true}},
+			OK:       true, Verdict: "reachable via 10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren (pod default/web-2 on node node-2)"},
+		bad: {IP: bad, Pool: "default", Findings: []agent.Finding{{Source: "kernel", Says: "no route", OK: false}}, Verdict: "the kernel has no route"},
+	}}
+	sock := serve(t, f)
+	out, errOut, code := wrenctl(t, "--socket", sock, "explain", "10.244.0.65")
+	want := `10.244.0.65
+  pool:       default
+  block:      10.244.0.64/26
+  block node: node-2
+  host node:  node-2
+  pod:        default/web-2
+  [ok] ipam   allocated
+  [ok] kernel 10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren
+=> reachable via 10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren (pod default/web-2 on node node-2)
+`
+	if code != 0 || out != want {
+		t.Errorf("explain: exit %d (%s):\n%s\nwant:\n%s", code, errOut, out, want)
+	}
+	out, errOut, code = wrenctl(t, "--socket", sock, "explain", "10.244.0.66")
+	if code != 1 || !strings.Contains(out, "  [!!] kernel no route\n=> the kernel has no route\n") || errOut != "" {
+		t.Errorf("explain of a broken address: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, errOut, code := wrenctl(t, "--socket", sock, "explain", "fe80::1"); code != 2 || !strings.Contains(errOut, "want an IPv4 address") {
+		t.Errorf("explain fe80::1: exit %d, %q", code, errOut)
 	}
 }

@@ -87,3 +87,25 @@ func (s *server) Links(ctx context.Context, _ *debugv1.LinksRequest) (*debugv1.L
 	}
 	return out, nil
 }
+
+func (s *server) Explain(ctx context.Context, req *debugv1.ExplainRequest) (*debugv1.ExplainReply, error) {
+	ip, err := netip.ParseAddr(req.GetIp())
+	if err != nil || !ip.Is4() {
+		return nil, status.Errorf(codes.InvalidArgument, "ip %q: want an IPv4 address such as 10.244.1.5", req.GetIp())
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	v, err := s.src.Explain(ctx, ip)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &debugv1.ExplainReply{Ip: ip.String(), Pool: v.Pool, BlockNode: v.BlockNode, HostNode: v.HostNode, Pod: v.Pod,
+		Ok: v.OK, Verdict: v.Verdict}
+	if v.Block.IsValid() {
+		out.Block = v.Block.String()
+	}
+	for _, f := range v.Findings {
+		out.Findings = append(out.Findings, &debugv1.Finding{Source: f.Source, Says: f.Says, Ok: f.OK})
+	}
+	return out, nil
+}

@@ -25,6 +25,7 @@ type Source interface {
 	Routes(ctx context.Context, within netip.Prefix) ([]agent.RouteView, error)
 	KernelRoutes(ctx context.Context) ([]agent.KernelRouteView, error)
 	Links(ctx context.Context) ([]agent.TunnelView, []agent.VethView, error)
+	Explain(ctx context.Context, ip netip.Addr) (agent.ExplainView, error)
 }
 
 var _ Source = (*agent.Agent)(nil)
