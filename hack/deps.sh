@@ -41,6 +41,13 @@ if [[ ! -x "$gobin/cnitool" ]]; then
 	echo "deps: installing cnitool"
 	GOBIN="$gobin" go install github.com/containernetworking/cni/cnitool@v1.2.3
 fi
+# The stock gobgp CLI of the GoBGP release the agent embeds, for the test
+# of the agent's opt-in GoBGP API (--gobgp-api).
+gobgp_v=$(cd "$(dirname "$0")/.." && go list -m -f '{{.Version}}' github.com/osrg/gobgp/v4)
+if [[ "$("$gobin/gobgp" --version 2>/dev/null)" != "gobgp version ${gobgp_v#v}" ]]; then
+	echo "deps: installing the gobgp CLI $gobgp_v"
+	GOBIN="$gobin" go install "github.com/osrg/gobgp/v4/cmd/gobgp@$gobgp_v"
+fi
 # BIRD 1.6 (Calico's daemon), unpacked beside bird2 for the side-by-side
 # BGP feed benchmark and its smoke test (which fails under CI=true
 # without it).

@@ -10,6 +10,7 @@ import (
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
 	"github.com/wren-net/wren/pkg/agent"
+	"github.com/wren-net/wren/pkg/bgpspeaker"
 	"github.com/wren-net/wren/pkg/cluster"
 )
 
@@ -38,6 +39,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.HealthAddr, "health-addr", ":9099", "address of /livez and /readyz")
 	fs.BoolVar(&c.Debug, "debug", false, "log at debug level")
 	fs.StringVar(&c.Namespace, "namespace", envOr("POD_NAMESPACE", cluster.DefaultNamespace), "namespace of the Secrets holding BGP passwords (the agent's own)")
+	fs.StringVar(&c.Agent.GoBGPAPI, "gobgp-api", "", "serve GoBGP's own gRPC API here for the gobgp CLI (off when empty; loopback only, e.g. 127.0.0.1:50051)")
 	fs.BoolVar(&c.Agent.BGP, "bgp", true, "run the BGP speaker (advertise this node's blocks, route other nodes' blocks of pools without VXLAN); --bgp=false for VXLAN-only clusters")
 	fs.StringVar(&c.NetNSPath, "netns", "", "program the dataplane of the network namespace at this path instead of the agent's own (tests run several agents on one host); API traffic stays in the agent's namespace")
 	fs.StringVar(&c.Agent.NodeName, "node-name", os.Getenv("NODENAME"), "this node's name (the Node object)")
@@ -58,6 +60,14 @@ func parseFlags(args []string) (Config, error) {
 	}
 	if err := c.DefaultPool.Validate(); err != nil {
 		return c, fmt.Errorf("bad default pool setting (WREN_IPV4POOL_* / --default-ipv4-pool-*): %w", err)
+	}
+	if c.Agent.GoBGPAPI != "" {
+		if err := bgpspeaker.CheckAPIAddress(c.Agent.GoBGPAPI); err != nil {
+			return c, fmt.Errorf("--gobgp-api: %w", err)
+		}
+		if !c.Agent.BGP {
+			return c, errors.New("--gobgp-api needs the BGP speaker: drop --bgp=false")
+		}
 	}
 	if c.NetNSPath != "" {
 		bgpSet := false

@@ -45,3 +45,31 @@ func TestEnvSettings(t *testing.T) {
 	}
 	envErrs = nil
 }
+
+// TestGoBGPAPIFlag: GoBGP's API is off by default and only a loopback
+// address is accepted.
+func TestGoBGPAPIFlag(t *testing.T) {
+	c, err := parseFlags([]string{"--node-name", "n"})
+	if err != nil || c.Agent.GoBGPAPI != "" {
+		t.Fatalf("default: %q, %v; want off", c.Agent.GoBGPAPI, err)
+	}
+	for _, ok := range []string{"127.0.0.1:50051", "[::1]:50051", "127.0.0.2:1"} {
+		if c, err := parseFlags([]string{"--gobgp-api", ok}); err != nil || c.Agent.GoBGPAPI != ok {
+			t.Errorf("--gobgp-api %s refused: %v", ok, err)
+		}
+	}
+	for bad, says := range map[string]string{
+		"0.0.0.0:50051":     "not a loopback address",
+		"198.18.0.11:50051": "not a loopback address",
+		":50051":            "not an address:port",
+		"localhost:50051":   "not an address:port",
+		"127.0.0.1:0":       "port 0",
+	} {
+		if _, err := parseFlags([]string{"--gobgp-api", bad}); err == nil || !strings.Contains(err.Error(), says) || !strings.Contains(err.Error(), "--gobgp-api") {
+			t.Errorf("--gobgp-api %s: %v; want an error saying %q", bad, err, says)
+		}
+	}
+	if _, err := parseFlags([]string{"--gobgp-api", "127.0.0.1:50051", "--bgp=false"}); err == nil {
+		t.Error("--gobgp-api with --bgp=false accepted")
+	}
+}

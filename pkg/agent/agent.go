@@ -74,6 +74,9 @@ type Config struct {
 	// network namespace: it advertises the node's blocks and routes the
 	// other nodes' blocks of pools without VXLAN from what it learns.
 	BGP bool
+	// GoBGPAPI, when set, serves GoBGP's own gRPC API on this loopback
+	// address for the stock gobgp CLI (bgpspeaker.Config.APIAddress).
+	GoBGPAPI string
 	// Housekeeping is the period of IPAM housekeeping (empty blocks,
 	// addresses of deleted pods, blocks of deleted nodes); default 1 min.
 	Housekeeping time.Duration

@@ -63,7 +63,7 @@ func (a *Agent) startBGP(ctx context.Context, self model.NodeInfo) error {
 	}
 	as := self.EffectiveAS(cfg.AS)
 	sp, err := bgpspeaker.New(bgpspeaker.Config{RouterID: self.IP.Addr(), AS: as, ListenPort: int32(cfg.ListenPort),
-		Logger: a.cfg.Logger})
+		APIAddress: a.cfg.GoBGPAPI, Logger: a.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("node %s: bgp speaker: %w", a.cfg.NodeName, err)
 	}

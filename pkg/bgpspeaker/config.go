@@ -24,8 +24,29 @@ type Config struct {
 	// ListenAddresses are the local addresses to listen on; empty means
 	// 0.0.0.0 and ::.
 	ListenAddresses []string
+	// APIAddress, when set, serves GoBGP's own gRPC API there so the
+	// stock gobgp CLI of the same GoBGP release can look at the speaker
+	// (gobgp neighbor, gobgp global rib). It must be a loopback address
+	// and port: the API is unauthenticated and can change everything.
+	APIAddress string
 	// Logger receives the speaker's and GoBGP's logs. Nil means slog.Default.
 	Logger *slog.Logger
+}
+
+// CheckAPIAddress accepts only a loopback IP address with a port
+// ("127.0.0.1:50051", "[::1]:50051").
+func CheckAPIAddress(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not an address:port (for example 127.0.0.1:50051): %w", s, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address: GoBGP's API has no authentication and can change the speaker's sessions and routes, so Wren serves it on 127.0.0.1 or ::1 only", s)
+	}
+	if ap.Port() == 0 {
+		return fmt.Errorf("%q: port 0", s)
+	}
+	return nil
 }
 
 // Defaults fills in the zero fields that have a default and returns the
@@ -60,6 +81,11 @@ func (c Config) Validate() error {
 	}
 	if c.ListenPort < -1 || c.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("ListenPort: %d out of range (-1 to 65535)", c.ListenPort))
+	}
+	if c.APIAddress != "" {
+		if err := CheckAPIAddress(c.APIAddress); err != nil {
+			errs = append(errs, fmt.Errorf("APIAddress: %w", err))
+		}
 	}
 	for _, a := range c.ListenAddresses {
 		if _, err := netip.ParseAddr(a); err != nil {

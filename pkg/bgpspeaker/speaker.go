@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
@@ -46,10 +48,22 @@ func New(cfg Config) (*Speaker, error) {
 	log := cfg.Logger.With("component", "bgpspeaker")
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelDebug - 4) // the agent's handler filters
+	opts := []server.ServerOption{server.LoggerOption(gobgpLogger(cfg.Logger), level)}
+	if cfg.APIAddress != "" {
+		// GoBGP listens in the background and only logs a failure, so
+		// find out now whether the address is free.
+		l, err := net.Listen("tcp", cfg.APIAddress)
+		if err != nil {
+			return nil, fmt.Errorf("gobgp API on %s: %w", cfg.APIAddress, err)
+		}
+		l.Close()
+		opts = append(opts, server.GrpcListenAddress(cfg.APIAddress))
+		log.Info("serving GoBGP's API (for the gobgp CLI)", "address", cfg.APIAddress)
+	}
 	s := &Speaker{
 		cfg:     cfg,
 		log:     log,
-		srv:     server.NewBgpServer(server.LoggerOption(gobgpLogger(cfg.Logger), level)),
+		srv:     server.NewBgpServer(opts...),
 		peers:   make(map[netip.Addr]Peer),
 		adverts: make(map[netip.Prefix]netip.Addr),
 	}
@@ -206,5 +220,8 @@ func localPath(p netip.Prefix, nextHop netip.Addr, withdraw bool) (*apiutil.Path
 		Nlri:       nlri,
 		Attrs:      []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
 		Withdrawal: withdraw,
+		// The path's timestamp: GoBGP takes it from here, and the gobgp
+		// CLI shows it as the route's age.
+		Age: time.Now().Unix(),
 	}, nil
 }

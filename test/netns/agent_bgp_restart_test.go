@@ -46,19 +46,30 @@ import (
 // if set, runs after the pool is created and before any agent starts.
 func bgpRestartCluster(t *testing.T, count int, setup func(ac *agentCluster)) (*agentCluster, map[string]*agentProc) {
 	t.Helper()
+	return binaryCluster(t, count, "10.244.0.0/16", setup, nil)
+}
+
+// binaryCluster is bgpRestartCluster with the pool's CIDR and, per node,
+// extra wren-agent flags (flags may be nil).
+func binaryCluster(t *testing.T, count int, cidr string, setup func(ac *agentCluster), flags func(node string) []string) (*agentCluster, map[string]*agentProc) {
+	t.Helper()
 	ac := newAgentCluster(t)
 	bin := buildAgent(t)
 	if out, _ := exec.Command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "-bgp") {
 		t.Fatalf("wren-agent has no --bgp flag: the BGP speaker is not wired into the agent yet\n%s", out)
 	}
-	ac.pool(v1alpha1.EncapNever) // vxlanMode and ipipMode Never
+	ac.poolCIDR(v1alpha1.EncapNever, cidr) // vxlanMode and ipipMode Never
 	if setup != nil {
 		setup(ac)
 	}
 	procs := map[string]*agentProc{}
 	for i := 1; i <= count; i++ {
 		name := fmt.Sprintf("node-%d", i)
-		_, procs[name] = ac.addBinaryNodeInNS(name, ac.sw1, fmt.Sprintf("198.18.0.%d/24", 10+i), bin)
+		var extra []string
+		if flags != nil {
+			extra = flags(name)
+		}
+		_, procs[name] = ac.addBinaryNodeInNS(name, ac.sw1, fmt.Sprintf("198.18.0.%d/24", 10+i), bin, extra...)
 	}
 	// Registered after the agents' cleanups, so it runs before them,
 	// while every namespace and agent still exists.

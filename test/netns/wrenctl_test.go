@@ -8,6 +8,7 @@ package nstest_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -247,18 +248,8 @@ func (ac *agentCluster) blocksByNode(t *testing.T) map[string]string {
 // node-2's block while its route is deleted by hand (it says so; after
 // the agent's repair it says reachable again).
 func TestWrenctlExplain(t *testing.T) {
-	ac := newAgentCluster(t)
-	bin := buildAgent(t)
+	ac, procs := binaryCluster(t, 3, "10.244.7.0/25", nil, nil)
 	ctl := buildWrenctl(t)
-	ac.poolCIDR(v1alpha1.EncapNever, "10.244.7.0/25")
-	procs := map[string]*agentProc{}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("node-%d", i)
-		_, procs[name] = ac.addBinaryNodeInNS(name, ac.sw1, fmt.Sprintf("198.18.0.%d/24", 10+i), bin)
-	}
-	for _, n := range ac.nodes {
-		ac.addBinaryPod(n, procs[n.name], n.name+"-web")
-	}
 	ac.pingMatrix(30 * time.Second)
 	n1, n2, n3 := ac.nodes[0], ac.nodes[1], ac.nodes[2]
 	sock := procs[n1.name].socket
@@ -353,4 +344,130 @@ func TestWrenctlExplain(t *testing.T) {
 	})
 	t.Logf("wrenctl explain %s with its route deleted by hand:\n%s", remote.ip, saw)
 	check("node-2's pod after the repair", remote.ip.String(), true, "reachable via "+dst)
+}
+
+// TestGoBGPCLI: with --gobgp-api, the stock gobgp CLI of the embedded
+// GoBGP release, run inside node-1's namespace, shows the same sessions
+// (gobgp neighbor) and the same best paths (gobgp global rib) as
+// wrenctl status and wrenctl routes; the other nodes, without the flag,
+// serve no GoBGP API.
+func TestGoBGPCLI(t *testing.T) {
+	gobgp := nstest.RequireGoBGPCLI(t)
+	const api = "127.0.0.1:50051"
+	ac, procs := binaryCluster(t, 3, "10.244.0.0/16", nil, func(node string) []string {
+		if node == "node-1" {
+			return []string{"--gobgp-api", api}
+		}
+		return nil
+	})
+	ctl := buildWrenctl(t)
+	ac.pingMatrix(30 * time.Second)
+	n1 := ac.nodes[0]
+	sock := procs[n1.name].socket
+	cli := func(ns *nstest.NS, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return ns.Run(ctx, gobgp, append([]string{"-u", "127.0.0.1", "-p", "50051"}, args...)...)
+	}
+
+	// Sessions: address and state, from both.
+	var st debugv1.StatusReply
+	out, errOut, err := runWrenctl(t, ctl, sock, nil, "-o", "json", "peers")
+	if err != nil || protojson.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("wrenctl peers: %v %s\n%s", err, errOut, out)
+	}
+	var want []string
+	for _, p := range st.Peers {
+		want = append(want, p.Address+" "+p.State)
+	}
+	if len(want) != 2 {
+		t.Fatalf("wrenctl peers: %q, want the two other nodes", want)
+	}
+	out, err = cli(n1.ns, "neighbor", "-j")
+	if err != nil {
+		t.Fatalf("gobgp neighbor -j: %v\n%s", err, out)
+	}
+	var neighbors []struct {
+		Conf struct {
+			NeighborAddress string `json:"neighbor_address"`
+		} `json:"conf"`
+		State struct {
+			SessionState int `json:"session_state"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(out), &neighbors); err != nil {
+		t.Fatalf("gobgp neighbor -j: %v\n%s", err, out)
+	}
+	var got []string
+	for _, n := range neighbors {
+		state := fmt.Sprintf("state %d", n.State.SessionState)
+		if n.State.SessionState == 6 { // api.PeerState_SESSION_STATE_ESTABLISHED
+			state = "established"
+		}
+		got = append(got, n.Conf.NeighborAddress+" "+state)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("gobgp neighbor: %q; wrenctl peers: %q", got, want)
+	}
+
+	// Best paths: the learned ones with next hop and peer, from both; the
+	// local one is node-1's own block.
+	var rr debugv1.RoutesReply
+	out, errOut, err = runWrenctl(t, ctl, sock, nil, "-o", "json", "routes")
+	if err != nil || protojson.Unmarshal([]byte(out), &rr) != nil {
+		t.Fatalf("wrenctl routes: %v %s\n%s", err, errOut, out)
+	}
+	want = []string{ac.blocksByNode(t)[n1.name] + " local"}
+	for _, r := range rr.Routes {
+		want = append(want, fmt.Sprintf("%s via %s from %s", r.Prefix, r.NextHop, r.Peer))
+	}
+	out, err = cli(n1.ns, "global", "rib", "-j")
+	if err != nil {
+		t.Fatalf("gobgp global rib -j: %v\n%s", err, out)
+	}
+	var rib map[string][]struct {
+		Best        bool   `json:"best"`
+		PeerAddress string `json:"peer-address"`
+		Attrs       []struct {
+			Type    int    `json:"type"`
+			NextHop string `json:"nexthop"`
+		} `json:"attrs"`
+	}
+	if err := json.Unmarshal([]byte(out), &rib); err != nil {
+		t.Fatalf("gobgp global rib -j: %v\n%s", err, out)
+	}
+	got = nil
+	for prefix, paths := range rib {
+		for _, p := range paths {
+			if !p.Best {
+				continue
+			}
+			if p.PeerAddress == "" {
+				got = append(got, prefix+" local")
+				continue
+			}
+			nh := ""
+			for _, a := range p.Attrs {
+				if a.Type == 3 { // NEXT_HOP
+					nh = a.NextHop
+				}
+			}
+			got = append(got, fmt.Sprintf("%s via %s from %s", prefix, nh, p.PeerAddress))
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("gobgp global rib: %q; wrenctl routes and node-1's block: %q", got, want)
+	}
+	for _, args := range [][]string{{"neighbor"}, {"global", "rib"}} {
+		out, _ := cli(n1.ns, args...)
+		t.Logf("gobgp %s:\n%s", strings.Join(args, " "), out)
+	}
+
+	// Node-2 has no GoBGP API.
+	if out, err := cli(ac.nodes[1].ns, "neighbor"); err == nil {
+		t.Errorf("node-2 answers gobgp without --gobgp-api:\n%s", out)
+	}
 }
