@@ -22,9 +22,13 @@ import (
 
 // fakeAgent is the fast tier's stand-in for the agent behind the real
 // debug server; the privileged tier (test/netns) runs real agents.
-type fakeAgent struct{ v agent.StatusView }
+type fakeAgent struct {
+	v agent.StatusView
+	b agent.BlocksView
+}
 
 func (f fakeAgent) Status(context.Context) (agent.StatusView, error) { return f.v, nil }
+func (f fakeAgent) Blocks(context.Context) (agent.BlocksView, error) { return f.b, nil }
 
 func serve(t *testing.T, src debugserver.Source) string {
 	t.Helper()
@@ -64,7 +68,7 @@ func meshNode() agent.StatusView {
 // TestStatusTable: the table has calicoctl's columns plus the prefix
 // counts, peers sorted by address; wide adds the rest.
 func TestStatusTable(t *testing.T) {
-	sock := serve(t, fakeAgent{meshNode()})
+	sock := serve(t, fakeAgent{v: meshNode()})
 	out, errOut, code := wrenctl(t, "--socket", sock, "status")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -94,7 +98,7 @@ func TestStatusTable(t *testing.T) {
 // TestStatusJSONRoundTrip: -o json and -o yaml parse back into the same
 // message.
 func TestStatusJSONRoundTrip(t *testing.T) {
-	sock := serve(t, fakeAgent{meshNode()})
+	sock := serve(t, fakeAgent{v: meshNode()})
 	var fromJSON, fromYAML debugv1.StatusReply
 	out, errOut, code := wrenctl(t, "--socket", sock, "-o", "json", "status")
 	if code != 0 {

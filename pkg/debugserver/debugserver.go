@@ -22,6 +22,7 @@ import (
 // Source is what the server reads: the agent.
 type Source interface {
 	Status(ctx context.Context) (agent.StatusView, error)
+	Blocks(ctx context.Context) (agent.BlocksView, error)
 }
 
 var _ Source = (*agent.Agent)(nil)
