@@ -30,6 +30,9 @@ Usage:
 Commands:
   status     the node and its BGP sessions (like calicoctl node status)
   peers      the BGP sessions only
+  ipam show  the IP pools and their usage (like calicoctl ipam show);
+             --show-blocks adds the blocks and their nodes,
+             --show-borrowed the addresses borrowed from other nodes' blocks
   version    wrenctl's version and the agent's
 
 Flags:
@@ -78,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		f = cmdStatus
 	case "peers":
 		f = cmdPeers
+	case "ipam":
+		f = cmdIPAM
 	case "version":
 		f = cmdVersion
 	case "help":
