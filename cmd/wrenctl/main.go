@@ -38,6 +38,9 @@ Commands:
   explain IP what IPAM, BGP, the kernel and the veth say about one
              address, ending in "reachable via …" or what is wrong
              (exit status 1 then)
+  ipam show  the IP pools and their usage (like calicoctl ipam show);
+             --show-blocks adds the blocks and their nodes,
+             --show-borrowed the addresses borrowed from other nodes' blocks
   version    wrenctl's version and the agent's
 
 Flags:
@@ -94,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		f = cmdLinks
 	case "explain":
 		f = cmdExplain
+	case "ipam":
+		f = cmdIPAM
 	case "version":
 		f = cmdVersion
 	case "help":

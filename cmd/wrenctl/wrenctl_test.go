@@ -30,6 +30,7 @@ type fakeAgent struct {
 	tunnels []agent.TunnelView
 	veths   []agent.VethView
 	explain map[netip.Addr]agent.ExplainView
+	b       agent.BlocksView
 }
 
 func (f fakeAgent) Status(context.Context) (agent.StatusView, error) { return f.v, nil }
@@ -51,6 +52,7 @@ func (f fakeAgent) Explain(_ context.Context, ip netip.Addr) (agent.ExplainView,
 func (f fakeAgent) Links(context.Context) ([]agent.TunnelView, []agent.VethView, error) {
 	return f.tunnels, f.veths, nil
 }
+func (f fakeAgent) Blocks(context.Context) (agent.BlocksView, error) { return f.b, nil }
 
 func serve(t *testing.T, src debugserver.Source) string {
 	t.Helper()

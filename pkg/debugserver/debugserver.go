@@ -26,6 +26,7 @@ type Source interface {
 	KernelRoutes(ctx context.Context) ([]agent.KernelRouteView, error)
 	Links(ctx context.Context) ([]agent.TunnelView, []agent.VethView, error)
 	Explain(ctx context.Context, ip netip.Addr) (agent.ExplainView, error)
+	Blocks(ctx context.Context) (agent.BlocksView, error)
 }
 
 var _ Source = (*agent.Agent)(nil)
