@@ -187,6 +187,14 @@ func (a *Agent) takeEvents() {
 		select {
 		case e := <-a.events:
 			if e.gone {
+				if w, ok := a.pinned[e.handle]; ok {
+					// A release (GC of a deleted pod) right after the
+					// ADD, before any run had the pod in its desired
+					// state: the reconcilers' pins of its veth and /32
+					// would never be dropped, and both would stay.
+					a.arp.Unpin(w.HostIface)
+					a.routes.Unpin(netip.PrefixFrom(w.IP, 32))
+				}
 				delete(a.pinned, e.handle)
 				a.released[e.handle] = time.Now()
 			} else {

@@ -129,12 +129,20 @@ func (f *fakeTunnels) String() string {
 	return b.String()
 }
 
-type fakePods struct{ ws []model.Workload }
+type fakePods struct {
+	ws   []model.Workload
+	pins map[string]bool
+}
 
 func (f *fakePods) Set(ws []model.Workload)     { f.ws = slices.Clone(ws) }
 func (f *fakePods) Apply(context.Context) error { return nil }
-func (f *fakePods) Pin(model.Workload)          {}
-func (f *fakePods) Unpin(string)                {}
+func (f *fakePods) Pin(w model.Workload) {
+	if f.pins == nil {
+		f.pins = map[string]bool{}
+	}
+	f.pins[w.HostIface] = true
+}
+func (f *fakePods) Unpin(name string) { delete(f.pins, name) }
 func (f *fakePods) String() string {
 	var b strings.Builder
 	for _, w := range f.ws {
@@ -428,4 +436,37 @@ func TestLoopStates(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReleaseBeforeRunUnpins: a pod whose address is released (GC of its
+// deleted Pod object) before any run had it in its desired state loses
+// the pins its ADD put on its veth and /32, so the next run removes both
+// (they used to stay for good).
+func TestReleaseBeforeRunUnpins(t *testing.T) {
+	fa := newFakeAgent(t)
+	ctx := context.Background()
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
+		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
+	handle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	fa.kernel.links[w.HostIface] = 9
+	// What Add does: pin, wire (the /32 at once), tell the loop.
+	fa.arp.Pin(w)
+	if err := fa.routes.AddNow(model.Route{Dst: netip.PrefixFrom(w.IP, 32), Kind: model.RoutePod, Device: w.HostIface}, 9); err != nil {
+		t.Fatal(err)
+	}
+	fa.tell(workloadEvent{handle: handle, w: w})
+	// GC releases it before the loop runs.
+	fa.forget([]string{handle})
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fa.pods.pins[w.HostIface] {
+		t.Errorf("the veth %s is still pinned", w.HostIface)
+	}
+	if r, ok := fa.kernel.routes[netip.MustParsePrefix("10.244.0.9/32")]; ok {
+		t.Errorf("the released pod's route %s is still in the kernel", r)
+	}
 }
