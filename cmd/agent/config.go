@@ -22,6 +22,7 @@ type Config struct {
 	Kubeconfig  string
 	Socket      string // unix socket of the CNI plugin (and later the debug API)
 	HealthAddr  string // /livez and /readyz
+	MetricsAddr string // Prometheus /metrics; "" turns it off
 	Namespace   string // where the Secrets of BGP passwords live
 	NetNSPath   string // program another namespace (tests); turns BGP off
 	Debug       bool
@@ -37,6 +38,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig path; empty means in-cluster")
 	fs.StringVar(&c.Socket, "socket", cniv1.DefaultSocket, "unix socket for the CNI plugin (mode 0600)")
 	fs.StringVar(&c.HealthAddr, "health-addr", ":9099", "address of /livez and /readyz")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", envOr("WREN_METRICS_ADDR", ":9091"), "address of the Prometheus metrics (/metrics); empty turns them off")
 	fs.BoolVar(&c.Debug, "debug", false, "log at debug level")
 	fs.StringVar(&c.Namespace, "namespace", envOr("POD_NAMESPACE", cluster.DefaultNamespace), "namespace of the Secrets holding BGP passwords (the agent's own)")
 	fs.StringVar(&c.Agent.GoBGPAPI, "gobgp-api", "", "serve GoBGP's own gRPC API here for the gobgp CLI (off when empty; loopback only, e.g. 127.0.0.1:50051)")

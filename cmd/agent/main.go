@@ -83,12 +83,14 @@ func serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	serveMetrics := metricsFor(&cfg)
 	a, err := agent.New(cfg.Agent, view)
 	if err != nil {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHealth(ctx, cfg.HealthAddr, a) })
+	g.Go(func() error { return serveMetrics(ctx, a) })
 	debug := func(s grpc.ServiceRegistrar) { debugserver.Register(s, a, version) }
 	g.Go(func() error { return cniserver.Serve(ctx, cfg.Socket, a, cfg.Agent.Logger, debug) })
 	g.Go(func() error { return a.Run(ctx) })

@@ -82,6 +82,9 @@ type Config struct {
 	Housekeeping time.Duration
 	Runner       runner.Config
 	Logger       *slog.Logger
+	// Observer, if set, is told about reconciler runs, route writes, IPAM
+	// running out of blocks and CNI commands (the agent's metrics).
+	Observer Observer
 }
 
 // Defaults fills unset fields.
@@ -227,7 +230,7 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	if a.kernel, err = routes.NewKernel(cfg.NetNS, 0); err != nil {
 		return nil, err
 	}
-	if a.routes, err = routes.New(routes.Config{Logger: cfg.Logger.With("component", "routes")}, a.kernel); err != nil {
+	if a.routes, err = routes.New(routes.Config{Logger: cfg.Logger.With("component", "routes"), Observe: a.obs().RoutesWritten}, a.kernel); err != nil {
 		return nil, err
 	}
 	a.host = netlinkHost{nl: a.nl, iface: regexp.MustCompile(cfg.IfacePattern)}
@@ -262,7 +265,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.register(); err != nil {
 		return err
 	}
-	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam"), PoolSelected: a.poolSelected}, a.cluster.IPAMStore())
+	alloc, err := ipam.New(ipam.Config{Node: a.cfg.NodeName, Logger: a.cfg.Logger.With("component", "ipam"), PoolSelected: a.poolSelected,
+		NoFreeBlock: a.obs().NoFreeBlock}, a.cluster.IPAMStore())
 	if err != nil {
 		return err
 	}
@@ -440,7 +444,8 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.tun.Set(d.Tunnels)
 	a.arp.Set(d.Workloads)
 	a.routes.Set(d.Routes)
-	dpErr := errors.Join(a.tun.Apply(ctx), a.arp.Apply(ctx), a.routes.Apply(ctx))
+	dpErr := errors.Join(a.timed(ctx, ReconcilerTunnels, a.tun.Apply), a.timed(ctx, ReconcilerVeths, a.arp.Apply),
+		a.timed(ctx, ReconcilerRoutes, a.routes.Apply))
 	if dpErr == nil {
 		// The node's dataplane is programmed: the registrar may clear
 		// NetworkUnavailable (BGP errors below do not hold it back).
@@ -450,8 +455,12 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	if a.bgp != nil {
 		// Paths before peers: the node's advertisements are in place
 		// before any session is added or changed.
-		errs = append(errs, a.bgp.speaker.SetAdvertisements(ctx, d.Advertise, self.IP.Addr()))
-		errs = append(errs, a.applyBGP(ctx, in, me, nodes, bgpCfg))
+		errs = append(errs, a.timed(ctx, ReconcilerAdvertisements, func(ctx context.Context) error {
+			return a.bgp.speaker.SetAdvertisements(ctx, d.Advertise, self.IP.Addr())
+		}))
+		errs = append(errs, a.timed(ctx, ReconcilerSessions, func(ctx context.Context) error {
+			return a.applyBGP(ctx, in, me, nodes, bgpCfg)
+		}))
 	}
 	a.checkPeers()
 	return errors.Join(errs...)

@@ -138,7 +138,7 @@ func (a *Agent) bgpDelta(ctx context.Context) bool {
 		}
 	}
 	b.up, b.down = rs, dn
-	if err := a.routes.Delta(ctx, rs, dn); err != nil {
+	if err := a.timed(ctx, ReconcilerRoutesDelta, func(ctx context.Context) error { return a.routes.Delta(ctx, rs, dn) }); err != nil {
 		a.log.Warn("bgp route changes: some writes failed; running a full sync", "err", err)
 		return true
 	}

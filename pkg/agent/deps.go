@@ -37,6 +37,7 @@ type routeReconciler interface {
 	Delta(ctx context.Context, up []model.Route, down []netip.Prefix) error
 	AddNow(rt model.Route, oif int) error
 	Unpin(dst netip.Prefix)
+	Programmed() map[model.RouteKind]int
 }
 
 // host answers the loop's questions about the node's own interfaces.

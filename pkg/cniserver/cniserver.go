@@ -95,11 +95,27 @@ type Result struct {
 //
 // Errors are classified by ReasonOf: wrap them with NewError or Errorf to
 // choose the CNI error code the plugin returns.
+//
+// A Handler that also implements Observer is told the outcome of every
+// command (the agent counts them in its metrics).
 type Handler interface {
 	Add(ctx context.Context, req AddRequest) (Result, error)
 	Del(ctx context.Context, req DelRequest) error
 	Check(ctx context.Context, req CheckRequest) error
 }
+
+// Observer is told about every command the server answered: "add",
+// "del" or "check", how long the answer took (request validation
+// included), and the error (nil on success; a DEL of an unknown container
+// is a success), which ReasonOf classifies. It must not block.
+type Observer interface {
+	ObserveCNI(command string, took time.Duration, err error)
+}
+
+// nopObserver is the Observer of a Handler that is not one.
+type nopObserver struct{}
+
+func (nopObserver) ObserveCNI(string, time.Duration, error) {}
 
 // Reason classifies a Handler error; the plugin turns it into a CNI error
 // code (github.com/containernetworking/cni SPEC.md, "Error codes").
@@ -257,13 +273,18 @@ func Register(s grpc.ServiceRegistrar, h Handler, logger *slog.Logger) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	cniv1.RegisterCNIServer(s, &adapter{h: h, log: logger.With("component", "cniserver")})
+	obs, ok := h.(Observer)
+	if !ok {
+		obs = nopObserver{}
+	}
+	cniv1.RegisterCNIServer(s, &adapter{h: h, obs: obs, log: logger.With("component", "cniserver")})
 }
 
 // adapter is the thin proto <-> plain-type layer over a Handler.
 type adapter struct {
 	cniv1.UnimplementedCNIServer
 	h   Handler
+	obs Observer
 	log *slog.Logger
 }
 
@@ -295,18 +316,19 @@ func (a *adapter) Add(ctx context.Context, in *cniv1.AddRequest) (*cniv1.AddRepl
 	}}
 	log := a.log.With("op", "add", "pod", req.Key(), "container", req.ContainerID)
 	if err := validatePod(req.Pod, true); err != nil {
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "add", start, err)
 	}
 	res, err := a.h.Add(ctx, req)
 	if err != nil {
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "add", start, err)
 	}
 	reply, err := replyOf(res)
 	if err != nil {
-		return nil, a.fail(log, fmt.Errorf("%s: agent result: %w", req.Key(), err))
+		return nil, a.fail(log, "add", start, fmt.Errorf("%s: agent result: %w", req.Key(), err))
 	}
 	log.Info("pod network added", "ip", reply.Ip, "host_iface", reply.HostIface,
 		"mtu", reply.Mtu, "block", reply.Block, "duration", time.Since(start))
+	a.obs.ObserveCNI("add", time.Since(start), nil)
 	return reply, nil
 }
 
@@ -343,6 +365,7 @@ func replyOf(r Result) (*cniv1.AddReply, error) {
 
 // Del implements cniv1.CNIServer.
 func (a *adapter) Del(ctx context.Context, in *cniv1.DelRequest) (*cniv1.DelReply, error) {
+	start := time.Now()
 	req := DelRequest{Pod: Pod{
 		ContainerID: in.GetContainerId(), NetNS: in.GetNetns(), IfName: in.GetIfname(),
 		Namespace: in.GetPodNamespace(), Name: in.GetPodName(), UID: in.GetPodUid(),
@@ -350,21 +373,24 @@ func (a *adapter) Del(ctx context.Context, in *cniv1.DelRequest) (*cniv1.DelRepl
 	}}
 	log := a.log.With("op", "del", "pod", req.Key(), "container", req.ContainerID)
 	if err := validatePod(req.Pod, false); err != nil {
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "del", start, err)
 	}
 	if err := a.h.Del(ctx, req); err != nil {
 		if ReasonOf(err) == ReasonNotFound {
 			log.Debug("pod network already gone", "err", err)
+			a.obs.ObserveCNI("del", time.Since(start), nil) // the plugin reports success
 			return nil, statusOf(err)
 		}
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "del", start, err)
 	}
 	log.Info("pod network deleted")
+	a.obs.ObserveCNI("del", time.Since(start), nil)
 	return &cniv1.DelReply{}, nil
 }
 
 // Check implements cniv1.CNIServer.
 func (a *adapter) Check(ctx context.Context, in *cniv1.CheckRequest) (*cniv1.CheckReply, error) {
+	start := time.Now()
 	req := CheckRequest{Pod: Pod{
 		ContainerID: in.GetContainerId(), NetNS: in.GetNetns(), IfName: in.GetIfname(),
 		Namespace: in.GetPodNamespace(), Name: in.GetPodName(), UID: in.GetPodUid(),
@@ -372,24 +398,27 @@ func (a *adapter) Check(ctx context.Context, in *cniv1.CheckRequest) (*cniv1.Che
 	}}
 	log := a.log.With("op", "check", "pod", req.Key(), "container", req.ContainerID)
 	if err := validatePod(req.Pod, true); err != nil {
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "check", start, err)
 	}
 	if s := in.GetIp(); s != "" {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return nil, a.fail(log, Errorf(ReasonInvalidArgument, "%s: address %q from prevResult: %w", req.Key(), s, err))
+			return nil, a.fail(log, "check", start, Errorf(ReasonInvalidArgument, "%s: address %q from prevResult: %w", req.Key(), s, err))
 		}
 		req.IP = p
 	}
 	if err := a.h.Check(ctx, req); err != nil {
-		return nil, a.fail(log, err)
+		return nil, a.fail(log, "check", start, err)
 	}
 	log.Debug("pod network checked")
+	a.obs.ObserveCNI("check", time.Since(start), nil)
 	return &cniv1.CheckReply{}, nil
 }
 
-// fail logs a failed command once and returns its status.
-func (a *adapter) fail(log *slog.Logger, err error) error {
+// fail logs a failed command once, tells the observer, and returns its
+// status.
+func (a *adapter) fail(log *slog.Logger, command string, start time.Time, err error) error {
+	a.obs.ObserveCNI(command, time.Since(start), err)
 	log.Warn("cni command failed", "reason", ReasonOf(err), "err", err)
 	return statusOf(err)
 }

@@ -44,6 +44,12 @@ type Config struct {
 	Now func() time.Time
 	// Logger gets one line per claim, release and borrow.
 	Logger *slog.Logger
+	// NoFreeBlock, if set, is told each time an allocation found no block
+	// it could claim for the node (every block of its pools taken and its
+	// own blocks full): borrowed is true when it then took an address from
+	// another node's block, false when it failed with ErrExhausted. It
+	// feeds the agent's metrics and must not block.
+	NoFreeBlock func(borrowed bool)
 }
 
 // Defaults fills unset fields.
@@ -64,6 +70,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.NoFreeBlock == nil {
+		c.NoFreeBlock = func(bool) {}
 	}
 }
 
@@ -229,6 +238,9 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) (Result, error) {
 			fresh = true
 			continue
 		}
+		if errors.Is(err, ErrExhausted) {
+			a.cfg.NoFreeBlock(false)
+		}
 		if !retryable(err) {
 			return res, err
 		}
@@ -282,7 +294,11 @@ func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h str
 	// 4. Borrow from another node's block.
 	for _, b := range sortedBlocks(blocks) {
 		if b.Affinity != a.cfg.Node && b.State == StateConfirmed && b.Free() > 0 && inPools(b) {
-			return a.allocateIn(ctx, b, req, h, true)
+			res, err := a.allocateIn(ctx, b, req, h, true)
+			if err == nil {
+				a.cfg.NoFreeBlock(true)
+			}
+			return res, err
 		}
 	}
 	names := make([]string, len(pools))

@@ -403,3 +403,46 @@ func mustBlock(t *testing.T, s Store, cidr string) Block {
 	}
 	return b
 }
+
+// TestNoFreeBlockHook: the hook fires once per allocation that found no
+// block to claim: borrowed=true when it borrowed, false when the pool was
+// exhausted; never for allocations from a block of its own, a new claim,
+// or a repeated request for a borrowed address.
+func TestNoFreeBlockHook(t *testing.T) {
+	s := newMem(pool("small", "10.244.9.0/27", 29)) // four blocks of 8
+	ctx := context.Background()
+	var events []bool
+	c, err := New(Config{Node: "node-c", Logger: quiet, NoFreeBlock: func(b bool) { events = append(events, b) }}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"node-a", "node-b", "node-d"} {
+		if _, err := alloc(t, s, n, nil).Allocate(ctx, req(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 8 { // node-c claims the last block and fills it
+		if _, err := c.Allocate(ctx, req(fmt.Sprint("c", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(events) != 0 {
+		t.Fatalf("events %v while node-c had a block to claim or fill", events)
+	}
+	for i := 8; i < 29; i++ { // the 21 free addresses of the others' blocks
+		r, err := c.Allocate(ctx, req(fmt.Sprint("c", i)))
+		if err != nil || !r.Borrowed {
+			t.Fatalf("allocation %d: %+v, %v; want a borrowed address", i, r, err)
+		}
+	}
+	if _, err := c.Allocate(ctx, req("c8")); err != nil { // repeated: the same address
+		t.Fatal(err)
+	}
+	if _, err := c.Allocate(ctx, req("one-too-many")); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("err = %v; want ErrExhausted", err)
+	}
+	want := append(slices.Repeat([]bool{true}, 21), false)
+	if !slices.Equal(events, want) {
+		t.Fatalf("events %v; want 21 borrowed then one exhausted", events)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/wren-net/wren/pkg/model"
 )
@@ -50,7 +51,7 @@ func (r *Reconciler) Delta(ctx context.Context, up []model.Route, down []netip.P
 	r.mu.Lock()
 	p := r.plan
 	var errs []error
-	ops := r.ops[:0]
+	ops, marks := r.ops[:0], r.marks[:0]
 	for _, rt := range up {
 		if err := rt.Validate(); err != nil {
 			errs = append(errs, err)
@@ -68,11 +69,13 @@ func (r *Reconciler) Delta(ctx context.Context, up []model.Route, down []netip.P
 			}
 			p.routes[i] = rt
 			ops = append(ops, Op{Replace: true, Route: k})
+			marks = append(marks, mark(k, rt.Kind))
 			continue
 		}
 		p.index[key] = int32(len(p.routes))
 		p.routes = append(p.routes, rt)
 		ops = append(ops, Op{Route: k})
+		marks = append(marks, mark(k, rt.Kind))
 	}
 	adds := len(ops)
 	for _, dst := range down {
@@ -90,24 +93,56 @@ func (r *Reconciler) Delta(ctx context.Context, up []model.Route, down []netip.P
 		p.routes = p.routes[:last]
 		delete(p.index, key)
 		ops = append(ops, Op{Delete: true, Route: KRoute{Dst: dst.Masked(), Table: r.cfg.Table, Protocol: r.cfg.Protocol}})
+		marks = append(marks, 0)
 	}
 	r.mu.Unlock()
-	r.ops = ops
+	r.ops, r.marks = ops, marks
 	if len(ops) == 0 {
 		return errors.Join(errs...)
 	}
+	start := time.Now()
+	st := Stats{Deleted: len(ops) - adds}
+	r.mu.Lock()
+	counts := r.programmed
+	r.mu.Unlock()
+	// unplace forgets a destination's route (deleted, or its write
+	// failed and the full Apply that follows finds the kernel as it is).
+	unplace := func(key uint64) {
+		if old, ok := r.placed[key]; ok {
+			counts[old&0xff]--
+			delete(r.placed, key)
+		}
+	}
 	for i, err := range r.k.Write(ops) {
-		if err == nil {
+		key := key4(ops[i].Route.Dst)
+		switch {
+		case ops[i].Replace:
+			st.Replaced++
+		case !ops[i].Delete:
+			st.Added++
+		}
+		if err == nil || ops[i].Delete && errors.Is(err, syscall.ESRCH) {
 			if r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
 				r.cfg.Logger.Debug("route written", "op", opName(ops[i]), "route", ops[i].Route.String())
 			}
+			unplace(key)
+			if !ops[i].Delete {
+				r.placed[key] = marks[i]
+				counts[marks[i]&0xff]++
+			}
 			continue
 		}
-		if ops[i].Delete && errors.Is(err, syscall.ESRCH) {
-			continue
+		st.Errors++
+		if !ops[i].Delete {
+			unplace(key)
 		}
 		errs = append(errs, fmt.Errorf("%s route %s: %w", opName(ops[i]), ops[i].Route, explain(err)))
 	}
+	st.Duration = time.Since(start)
+	r.mu.Lock()
+	r.programmed = counts
+	r.mu.Unlock()
+	r.cfg.Observe(st)
 	r.cfg.Logger.Debug("route delta applied", "upserts", adds, "deletes", len(ops)-adds)
 	return errors.Join(errs...)
 }

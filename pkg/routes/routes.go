@@ -103,6 +103,10 @@ type Config struct {
 	Protocol uint8
 	// Logger receives state transitions at Info and per-route lines at Debug.
 	Logger *slog.Logger
+	// Observe, if set, gets the counters of every Apply and Delta that
+	// wrote to the kernel (the agent's metrics: write errors, repairs).
+	// It is called on the writer's goroutine and must not block.
+	Observe func(Stats)
 }
 
 // Defaults fills unset fields.
@@ -115,6 +119,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Observe == nil {
+		c.Observe = func(Stats) {}
 	}
 }
 
@@ -132,16 +139,23 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Stats describes the last Apply.
+// Stats describes the last Apply (or, passed to Config.Observe, one
+// Delta, which only adds, replaces and deletes).
 type Stats struct {
-	Listed    int           // own routes found in the kernel
-	Unchanged int           // own routes already right
-	Added     int           // routes written that did not exist
-	Replaced  int           // own routes rewritten
-	Deleted   int           // own routes removed
-	Held      int           // desired routes not written (missing device); kernel state kept
-	Errors    int           // failed routes
-	Duration  time.Duration // wall time of Apply
+	Listed    int // own routes found in the kernel
+	Unchanged int // own routes already right
+	Added     int // routes written that did not exist
+	Replaced  int // own routes rewritten
+	Deleted   int // own routes removed
+	Held      int // desired routes not written (missing device); kernel state kept
+	Errors    int // failed routes
+	// Repaired counts the routes among Added and Replaced that the kernel
+	// had lost or changed although nothing in the desired state changed:
+	// Wren had them in place (written, or found right) after the previous
+	// Apply, and someone deleted them by hand, a link going down took
+	// them, or another program rewrote them.
+	Repaired int
+	Duration time.Duration // wall time of Apply
 }
 
 // Reconciler owns the routes of one table that carry one protocol.
@@ -151,10 +165,18 @@ type Reconciler struct {
 	cfg Config
 	k   Kernel
 
-	mu    sync.Mutex
-	plan  *plan
-	stats Stats
-	pins  map[uint64]netip.Prefix // written by AddNow, not yet in a Set
+	mu         sync.Mutex
+	plan       *plan
+	stats      Stats
+	pins       map[uint64]netip.Prefix // written by AddNow, not yet in a Set
+	programmed [kindSlots]int          // routes in place by kind, as of the last Apply and the Deltas since
+
+	// placed holds, by key4, the mark of every desired route that the last
+	// Apply (and the Deltas since) left in the kernel: what Apply compares
+	// a missing or changed route with to tell a repair from a change of
+	// the desired state. Pointer-free, like the plan's index. The
+	// writer's (applyMu).
+	placed map[uint64]uint64
 
 	// Scratch reused by Apply so a 100k-route resync allocates little.
 	applyMu sync.Mutex
@@ -162,7 +184,30 @@ type Reconciler struct {
 	state   []uint8
 	ops     []Op
 	dels    []Op
+	marks   []uint64       // Delta: the mark of each upsert in ops (0 for a delete)
 	links   map[string]int // the devices as the last Apply (or Delta re-list) found them
+}
+
+// kindSlots sizes arrays indexed by model.RouteKind (1 to 4).
+const kindSlots = int(model.RouteRemoteDirect) + 1
+
+// mark identifies a route as written: a hash of the kernel attributes
+// Apply compares, with the route's kind in the low byte (so a mark is
+// never 0). Two different routes may share a mark; the cost is one repair
+// not counted.
+func mark(k KRoute, kind model.RouteKind) uint64 {
+	var gw uint64
+	if k.Gw.Is4() {
+		a := k.Gw.As4()
+		gw = uint64(a[0])<<24 | uint64(a[1])<<16 | uint64(a[2])<<8 | uint64(a[3])
+	}
+	h := uint64(14695981039346656037) // FNV-1a over 64-bit words
+	for _, v := range [...]uint64{key4(k.Dst), uint64(k.Type), uint64(k.Scope), uint64(k.Flags & FlagOnLink),
+		gw, uint64(k.Oif), uint64(k.MTU), uint64(k.Tos), uint64(k.Priority)} {
+		h ^= v
+		h *= 1099511628211
+	}
+	return h&^0xff | uint64(kind)
 }
 
 // plan is one validated desired set; immutable once built by Set.
@@ -192,7 +237,8 @@ func New(cfg Config, k Kernel) (*Reconciler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Reconciler{cfg: cfg, k: k, plan: &plan{index: map[uint64]int32{}}, pins: map[uint64]netip.Prefix{}}, nil
+	return &Reconciler{cfg: cfg, k: k, plan: &plan{index: map[uint64]int32{}}, pins: map[uint64]netip.Prefix{},
+		placed: map[uint64]uint64{}}, nil
 }
 
 // Set replaces the desired routes. It does no I/O. Invalid routes and
@@ -230,6 +276,20 @@ func (r *Reconciler) LastStats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
+}
+
+// Programmed counts the desired routes in the kernel by kind (every kind,
+// zeros included): those the last Apply found right or wrote without an
+// error, with the changes of the Deltas since. Held routes and failed
+// writes are not counted. Safe from any goroutine.
+func (r *Reconciler) Programmed() map[model.RouteKind]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[model.RouteKind]int, kindSlots-1)
+	for k := model.RouteBlackhole; int(k) < kindSlots; k++ {
+		out[k] = r.programmed[k]
+	}
+	return out
 }
 
 // kroute turns a desired route into its kernel form.
@@ -310,6 +370,9 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 				} else {
 					ops = append(ops, Op{Replace: true, Route: want[i]})
 					st.Replaced++
+					if r.placed[key4(cur.Dst)] == mark(want[i], p.routes[i].Kind) {
+						st.Repaired++ // changed behind our back
+					}
 				}
 				return
 			}
@@ -335,6 +398,9 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 		if state[i] == stWant {
 			ops = append(ops, Op{Route: want[i]})
 			st.Added++
+			if r.placed[key4(want[i].Dst)] == mark(want[i], p.routes[i].Kind) {
+				st.Repaired++ // in place after the last Apply, gone now
+			}
 		}
 	}
 	// Additions and changes go first, so a replaced path never leaves a
@@ -342,6 +408,7 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 	ops = append(ops, dels...)
 	r.ops = ops
 	st.Deleted = len(dels)
+	var failed map[uint64]bool // rare: allocated on the first failure
 	if len(ops) > 0 {
 		for i, err := range r.k.Write(ops) {
 			if err == nil {
@@ -352,15 +419,51 @@ func (r *Reconciler) Apply(ctx context.Context) error {
 			}
 			st.Errors++
 			errs = append(errs, fmt.Errorf("%s route %s: %w", opName(ops[i]), ops[i].Route, explain(err)))
+			if !ops[i].Delete {
+				if failed == nil {
+					failed = map[uint64]bool{}
+				}
+				failed[key4(ops[i].Route.Dst)] = true
+			}
+		}
+	}
+	// What is in place now: the routes found right or written. Updated
+	// in place (a resync of 100k unchanged routes only reads the map).
+	var counts [kindSlots]int
+	placed := 0
+	for i, s := range state {
+		if s == stHeld {
+			continue // want[i] was not built
+		}
+		key := key4(want[i].Dst)
+		if failed[key] {
+			continue
+		}
+		kind := p.routes[i].Kind
+		if m := mark(want[i], kind); r.placed[key] != m {
+			r.placed[key] = m
+		}
+		counts[kind]++
+		placed++
+	}
+	if len(r.placed) != placed {
+		for key := range r.placed {
+			if i, ok := p.index[key]; !ok || state[i] == stHeld || failed[key] {
+				delete(r.placed, key)
+			}
 		}
 	}
 	st.Duration = time.Since(start)
 	r.mu.Lock()
 	r.stats = st
+	r.programmed = counts
 	r.mu.Unlock()
+	if len(ops) > 0 {
+		r.cfg.Observe(st)
+	}
 	if len(ops) > 0 || st.Errors > 0 {
 		r.cfg.Logger.Info("routes applied", "added", st.Added, "replaced", st.Replaced, "deleted", st.Deleted,
-			"unchanged", st.Unchanged, "held", st.Held, "errors", st.Errors, "took", st.Duration)
+			"unchanged", st.Unchanged, "held", st.Held, "errors", st.Errors, "repaired", st.Repaired, "took", st.Duration)
 	}
 	return errors.Join(errs...)
 }

@@ -119,8 +119,11 @@ func (ac *agentCluster) addBinaryNode(name string, sw *nstest.Switch, addr, bin,
 	an := ac.newNode(name, sw, addr)
 	dir := t.TempDir()
 	p := &agentProc{t: t, bin: bin, socket: filepath.Join(dir, "wren.sock"), health: freeLoopbackAddr(t), log: filepath.Join(dir, name+".log")}
+	// The process lives in the root namespace: its metrics listen on a
+	// free loopback port, not on :9091 of every interface.
 	p.args = []string{"--node-name", name, "--kubeconfig", kubeconfig, "--node-ip-method", "interface=eth0",
-		"--netns", "/var/run/netns/" + an.ns.Name, "--socket", p.socket, "--health-addr", p.health, "--debug"}
+		"--netns", "/var/run/netns/" + an.ns.Name, "--socket", p.socket, "--health-addr", p.health,
+		"--metrics-addr", freeLoopbackAddr(t), "--debug"}
 	ac.launch(an, p)
 	return an, p
 }

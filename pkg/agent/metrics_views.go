@@ -1,0 +1,191 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/wren-net/wren/pkg/cniserver"
+	"github.com/wren-net/wren/pkg/ipam"
+	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/routes"
+)
+
+// What the agent's metrics (pkg/metrics) read. Gauges are read at scrape
+// time from views that never wait for the loop (Status, IPAMUsage,
+// ProgrammedRoutes); the events no view holds reach an Observer through
+// one call at the place they happen.
+
+// Observer is told about the events the metrics count. pkg/metrics
+// implements it; a nil Config.Observer means nobody listens. Every method
+// is called on the goroutine doing the work and must not block.
+type Observer interface {
+	// Reconciled: one run of a reconciler (one of Reconcilers) took took
+	// and ended with err (nil: it succeeded).
+	Reconciled(reconciler string, took time.Duration, err error)
+	// RoutesWritten: the counters of one route Apply or Delta that wrote
+	// to the kernel (errors, repairs).
+	RoutesWritten(routes.Stats)
+	// NoFreeBlock: an allocation found no block to claim for this node;
+	// it borrowed an address from another node's block (true) or failed
+	// (false). See ipam.Config.NoFreeBlock.
+	NoFreeBlock(borrowed bool)
+	// ObserveCNI: one CNI command answered (cniserver.Observer).
+	cniserver.Observer
+}
+
+// The reconcilers the loop times, in the order a full run applies them
+// (the fast lane's route batches are "routes-delta").
+const (
+	ReconcilerTunnels        = "tunnels"
+	ReconcilerVeths          = "veths"
+	ReconcilerRoutes         = "routes"
+	ReconcilerRoutesDelta    = "routes-delta"
+	ReconcilerAdvertisements = "advertisements"
+	ReconcilerSessions       = "sessions"
+)
+
+// Reconcilers lists every reconciler name Observer.Reconciled gets.
+var Reconcilers = []string{ReconcilerTunnels, ReconcilerVeths, ReconcilerRoutes, ReconcilerRoutesDelta,
+	ReconcilerAdvertisements, ReconcilerSessions}
+
+type nopObserver struct{}
+
+func (nopObserver) Reconciled(string, time.Duration, error) {}
+func (nopObserver) RoutesWritten(routes.Stats)              {}
+func (nopObserver) NoFreeBlock(bool)                        {}
+func (nopObserver) ObserveCNI(string, time.Duration, error) {}
+
+var _ cniserver.Observer = (*Agent)(nil)
+
+// obs is the configured Observer, or one that ignores everything.
+func (a *Agent) obs() Observer {
+	if a.cfg.Observer == nil {
+		return nopObserver{}
+	}
+	return a.cfg.Observer
+}
+
+// timed runs one reconciler's apply and tells the Observer.
+func (a *Agent) timed(ctx context.Context, reconciler string, apply func(context.Context) error) error {
+	start := time.Now()
+	err := apply(ctx)
+	a.obs().Reconciled(reconciler, time.Since(start), err)
+	return err
+}
+
+// ObserveCNI passes the CNI server's report on to the Observer
+// (cniserver.Register finds it on the agent, its Handler).
+func (a *Agent) ObserveCNI(command string, took time.Duration, err error) {
+	a.obs().ObserveCNI(command, took, err)
+}
+
+// ProgrammedRoutes counts the routes the route reconciler has in the
+// kernel, by kind (every kind, zeros included).
+func (a *Agent) ProgrammedRoutes() map[model.RouteKind]int { return a.routes.Programmed() }
+
+// PoolUsage is one IPPool's address and block usage.
+type PoolUsage struct {
+	Name     string
+	CIDR     netip.Prefix
+	Disabled bool
+	// Size is the number of addresses in the pool, Free those no
+	// allocation holds (in a claimed block or not: any node may borrow
+	// from another's block).
+	Size, Free uint64
+	// Blocks is the number of blocks claimed from the pool; Unclaimed the
+	// blocks of the pool's block size no node has claimed yet. A node
+	// whose blocks are full and that finds none unclaimed borrows single
+	// addresses from other nodes' blocks.
+	Blocks    int
+	Unclaimed uint64
+}
+
+// IPAMUsage is IPAM as the cluster cache has it, from this node's point
+// of view.
+type IPAMUsage struct {
+	Pools []PoolUsage
+	// Blocks counts this node's blocks (its affinity) by claim state,
+	// ipam.StatePending and ipam.StateConfirmed, both always present.
+	Blocks map[string]int
+	// Allocated is the addresses allocated for this node (its pods and its
+	// tunnel addresses), in its own blocks or borrowed; OwnFree the free
+	// addresses in its own confirmed blocks.
+	Allocated, OwnFree int
+	// Borrowed is the addresses this node's pods use from other nodes'
+	// blocks; Lent the addresses of this node's blocks that other nodes'
+	// pods use. Each is routed as a /32 that must win over the owner's
+	// block route and blackhole (Calico's "route blackhole" problem).
+	Borrowed, Lent int
+}
+
+// IPAMUsage counts the pools' and this node's addresses from the cluster
+// cache. It never waits for the loop.
+func (a *Agent) IPAMUsage() (IPAMUsage, error) {
+	pools, err := a.cluster.Pools()
+	if err != nil {
+		return IPAMUsage{}, err
+	}
+	blocks, err := a.cluster.Blocks()
+	if err != nil {
+		return IPAMUsage{}, err
+	}
+	return ipamUsage(a.cfg.NodeName, pools, blocks), nil
+}
+
+// ipamUsage counts pools and blocks for node me.
+func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block) IPAMUsage {
+	u := IPAMUsage{Blocks: map[string]int{ipam.StatePending: 0, ipam.StateConfirmed: 0}}
+	claimed := make([]uint64, len(pools)) // addresses inside claimed blocks
+	for _, p := range pools {
+		size := uint64(1) << (32 - p.CIDR.Bits())
+		u.Pools = append(u.Pools, PoolUsage{Name: p.Name, CIDR: p.CIDR, Disabled: p.Disabled, Size: size, Free: size})
+	}
+	for _, b := range blocks {
+		for i, p := range pools {
+			if p.CIDR.Bits() <= b.CIDR.Bits() && p.CIDR.Contains(b.CIDR.Addr()) {
+				pu := &u.Pools[i]
+				pu.Blocks++
+				pu.Free -= min(pu.Free, uint64(len(b.Allocations)))
+				claimed[i] += uint64(1) << (32 - b.CIDR.Bits())
+				break
+			}
+		}
+		own := b.Affinity == me
+		if own {
+			u.Blocks[b.State]++
+			if b.State == ipam.StateConfirmed {
+				u.OwnFree += b.Free()
+			}
+		}
+		for _, al := range b.Allocations {
+			// As pkg/desired routes them: an allocation naming no node
+			// belongs to the block's node.
+			user := al.Node
+			if user == "" {
+				user = b.Affinity
+			}
+			switch {
+			case user == me:
+				u.Allocated++
+				if !own {
+					u.Borrowed++
+				}
+			case own:
+				u.Lent++
+			}
+		}
+	}
+	for i, p := range pools {
+		bs := p.BlockSize
+		if bs == 0 {
+			bs = model.DefaultBlockSize
+		}
+		if bs < p.CIDR.Bits() || bs > model.MaxBlockSize {
+			continue
+		}
+		pu := &u.Pools[i]
+		pu.Unclaimed = (pu.Size - min(pu.Size, claimed[i])) >> (32 - bs)
+	}
+	return u
+}
