@@ -124,7 +124,8 @@ type RouteView struct {
 // session controller holds), inside within when it is valid, each with
 // whether the kernel has it and if not why.
 func (a *Agent) Routes(ctx context.Context, within netip.Prefix) ([]RouteView, error) {
-	if a.bgp == nil {
+	b := a.bgpOf()
+	if b == nil {
 		return nil, errors.New("BGP is off on this node")
 	}
 	snap := a.LastSnapshot()
@@ -143,7 +144,7 @@ func (a *Agent) Routes(ctx context.Context, within netip.Prefix) ([]RouteView, e
 		return !within.IsValid() || within.Overlaps(p) && within.Bits() <= p.Bits()
 	}
 	var out []RouteView
-	for p, r := range a.bgp.speaker.Learned() {
+	for p, r := range b.speaker.Learned() {
 		if !in(p) {
 			continue
 		}

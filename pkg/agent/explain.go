@@ -200,13 +200,14 @@ func (a *Agent) explainRemote(h *netlink.Handle, v *ExplainView, pool model.Pool
 		}
 		return a.explainKernel(h, v, "", netip.Addr{}, where)
 	}
-	if a.bgp == nil {
+	b := a.bgpOf()
+	if b == nil {
 		v.say("bgp", false, "BGP is off on this node")
 		return v.fail("%s is in IPPool %s, which is routed by BGP, but BGP is off on this node (--bgp=false)", v.IP, pool.Name)
 	}
 	var best netip.Prefix
 	var nextHop, peer netip.Addr
-	for p, r := range a.bgp.speaker.Learned() {
+	for p, r := range b.speaker.Learned() {
 		if p.Contains(v.IP) && (!best.IsValid() || p.Bits() > best.Bits()) {
 			best, nextHop, peer = p, r.NextHop, r.PeerAddr
 		}

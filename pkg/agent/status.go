@@ -57,6 +57,16 @@ func (a *Agent) publish(self model.NodeInfo, d *model.Desired, err error) {
 	a.snap.Store(s)
 }
 
+// bgpOf returns the BGP state for readers outside the loop (startBGP sets
+// it under a.mu); nil until the speaker runs, and without BGP. They may
+// use its speaker, which is safe for concurrent use, never its
+// controller, which is the loop's.
+func (a *Agent) bgpOf() *bgpState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bgp
+}
+
 // LastSnapshot returns the state the loop published after its last full
 // run, or nil before the first one ends.
 func (a *Agent) LastSnapshot() *Snapshot { return a.snap.Load() }
@@ -105,7 +115,8 @@ type StatusView struct {
 // the speaker's own session counters. It never waits for the loop; the
 // speaker's counters cost a walk of each peer's Adj-RIB-In inside GoBGP.
 func (a *Agent) Status(ctx context.Context) (StatusView, error) {
-	v := StatusView{Node: a.cfg.NodeName, Started: a.startedAt, BGP: a.bgp != nil}
+	b := a.bgpOf()
+	v := StatusView{Node: a.cfg.NodeName, Started: a.startedAt, BGP: b != nil}
 	if err := a.Ready(); err != nil {
 		v.NotReady = err.Error()
 	}
@@ -122,10 +133,10 @@ func (a *Agent) Status(ctx context.Context) (StatusView, error) {
 	if v.RouteReflector {
 		v.ClusterID = snap.Self.RRClusterID
 	}
-	if a.bgp == nil {
+	if b == nil {
 		return v, nil
 	}
-	st, err := a.bgp.speaker.Status(ctx)
+	st, err := b.speaker.Status(ctx)
 	if err != nil {
 		return v, err
 	}
