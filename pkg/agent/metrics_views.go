@@ -133,29 +133,21 @@ func (a *Agent) IPAMUsage() (IPAMUsage, error) {
 	return ipamUsage(a.cfg.NodeName, pools, blocks), nil
 }
 
-// ipamUsage counts pools and blocks for node me.
+// ipamUsage counts pools and blocks for node me, from the same view as
+// wrenctl ipam show (blocksView), so the two never disagree.
 func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block) IPAMUsage {
+	v := blocksView(pools, blocks)
 	u := IPAMUsage{Blocks: map[string]int{ipam.StatePending: 0, ipam.StateConfirmed: 0}}
-	claimed := make([]uint64, len(pools)) // addresses inside claimed blocks
-	for _, p := range pools {
-		size := uint64(1) << (32 - p.CIDR.Bits())
-		u.Pools = append(u.Pools, PoolUsage{Name: p.Name, CIDR: p.CIDR, Disabled: p.Disabled, Size: size, Free: size})
-	}
-	for _, b := range blocks {
-		for i, p := range pools {
-			if p.CIDR.Bits() <= b.CIDR.Bits() && p.CIDR.Contains(b.CIDR.Addr()) {
-				pu := &u.Pools[i]
-				pu.Blocks++
-				pu.Free -= min(pu.Free, uint64(len(b.Allocations)))
-				claimed[i] += uint64(1) << (32 - b.CIDR.Bits())
-				break
-			}
+	claimed := map[string]uint64{} // addresses inside claimed blocks, by pool
+	for _, b := range v.Blocks {
+		if b.Pool != "" {
+			claimed[b.Pool] += uint64(1) << (32 - b.CIDR.Bits())
 		}
-		own := b.Affinity == me
+		own := b.Node == me
 		if own {
 			u.Blocks[b.State]++
 			if b.State == ipam.StateConfirmed {
-				u.OwnFree += b.Free()
+				u.OwnFree += b.Free
 			}
 		}
 		for _, al := range b.Allocations {
@@ -163,7 +155,7 @@ func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block) IPAMUsage {
 			// belongs to the block's node.
 			user := al.Node
 			if user == "" {
-				user = b.Affinity
+				user = b.Node
 			}
 			switch {
 			case user == me:
@@ -176,16 +168,12 @@ func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block) IPAMUsage {
 			}
 		}
 	}
-	for i, p := range pools {
-		bs := p.BlockSize
-		if bs == 0 {
-			bs = model.DefaultBlockSize
+	for _, p := range v.Pools {
+		pu := PoolUsage{Name: p.Name, CIDR: p.CIDR, Disabled: p.Disabled, Size: p.Size, Free: p.Free, Blocks: p.Blocks}
+		if p.BlockSize >= p.CIDR.Bits() && p.BlockSize <= model.MaxBlockSize {
+			pu.Unclaimed = (p.Size - min(p.Size, claimed[p.Name])) >> (32 - p.BlockSize)
 		}
-		if bs < p.CIDR.Bits() || bs > model.MaxBlockSize {
-			continue
-		}
-		pu := &u.Pools[i]
-		pu.Unclaimed = (pu.Size - min(pu.Size, claimed[i])) >> (32 - bs)
+		u.Pools = append(u.Pools, pu)
 	}
 	return u
 }
