@@ -85,6 +85,9 @@ type Config struct {
 	// Observer, if set, is told about reconciler runs, route writes, IPAM
 	// running out of blocks and CNI commands (the agent's metrics).
 	Observer Observer
+	// LiveDeadline is how long the loop may go without completing a run
+	// before Live fails (/livez); default DefaultLiveDeadline.
+	LiveDeadline time.Duration
 }
 
 // Defaults fills unset fields.
@@ -97,6 +100,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Housekeeping == 0 {
 		c.Housekeeping = time.Minute
+	}
+	if c.LiveDeadline == 0 {
+		c.LiveDeadline = DefaultLiveDeadline
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -162,6 +168,11 @@ type Agent struct {
 	self    model.NodeInfo
 	started uint64 // syncs started
 	done    uint64 // highest sync number completed
+	// When the current run started (zero between runs) and the last one
+	// ended; dataplaneOK once a run applied tunnels, veths and routes
+	// without an error. For Live and Ready.
+	runStart, runEnd time.Time
+	dataplaneOK      bool
 
 	// The loop's own: workloads CNI ADD created (the cache may not show
 	// their allocation yet) and handles DEL or GC released (the cache may
@@ -363,12 +374,14 @@ func (a *Agent) sync(ctx context.Context) error {
 	a.mu.Lock()
 	a.started++
 	n := a.started
+	a.runStart = time.Now()
 	a.mu.Unlock()
 	a.lastDesired = nil
 	err := a.syncOnce(ctx)
 	a.publish(a.lastSelf, a.lastDesired, err)
 	a.mu.Lock()
 	a.done = n
+	a.runStart, a.runEnd = time.Time{}, time.Now()
 	a.mu.Unlock()
 	return err
 }
@@ -450,6 +463,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		// The node's dataplane is programmed: the registrar may clear
 		// NetworkUnavailable (BGP errors below do not hold it back).
 		a.reg.Applied()
+		a.mu.Lock()
+		a.dataplaneOK = true
+		a.mu.Unlock()
 	}
 	errs = append(errs, dpErr)
 	if a.bgp != nil {
@@ -617,18 +633,4 @@ func (a *Agent) forget(handles []string) {
 	for _, h := range handles {
 		a.tell(workloadEvent{handle: h, gone: true})
 	}
-}
-
-// Ready reports whether the node is registered and one full sync has
-// completed since start (served on /readyz).
-func (a *Agent) Ready() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	switch {
-	case a.alloc == nil:
-		return errors.New("registering the node")
-	case a.done == 0:
-		return errors.New("first sync not completed")
-	}
-	return nil
 }

@@ -31,6 +31,9 @@ type Snapshot struct {
 	// kernel routes (nil without BGP). Both are read-only.
 	Held   []bgpsession.HeldRoute
 	Shaper *desired.LearnedShaper
+	// Holding: the session controller keeps the previous run's or a lost
+	// session's routes (a start-up or reshape window is open).
+	Holding bool
 	// Workloads are the local pods the run wired; Tunnels its tunnels.
 	Workloads []model.Workload
 	Tunnels   model.Tunnels
@@ -53,6 +56,7 @@ func (a *Agent) publish(self model.NodeInfo, d *model.Desired, err error) {
 		s.Sessions = a.bgp.ctl.Sessions()
 		s.Held = a.bgp.ctl.Held()
 		s.Shaper = a.bgp.shaper
+		s.Holding = a.bgp.holding
 	}
 	a.snap.Store(s)
 }
