@@ -12,6 +12,10 @@ if [[ -n "$bad" ]]; then
 	echo "gofmt needed on:"; echo "$bad"; exit 1
 fi
 go vet ./... || exit 1
+# The debug API's request handlers under the fuzzer for a bounded time:
+# malformed requests must get an error, never a crash.
+echo "fuzz: FuzzRequests (pkg/debugserver) for 20s"
+go test -run '^$' -fuzz '^FuzzRequests$' -fuzztime 20s ./pkg/debugserver || exit 1
 if [[ $(id -u) -ne 0 ]]; then
 	echo "NOTE: not root: the privileged tier (network namespaces) will skip"
 fi

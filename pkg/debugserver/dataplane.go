@@ -2,6 +2,7 @@ package debugserver
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 
 	"google.golang.org/grpc/codes"
@@ -16,7 +17,7 @@ func (s *server) Routes(ctx context.Context, req *debugv1.RoutesRequest) (*debug
 	if req.GetPrefix() != "" {
 		p, err := netip.ParsePrefix(req.GetPrefix())
 		if err != nil || !p.Addr().Is4() {
-			return nil, status.Errorf(codes.InvalidArgument, "prefix %q: want an IPv4 prefix such as 10.244.0.0/16", req.GetPrefix())
+			return nil, status.Errorf(codes.InvalidArgument, "prefix %s: want an IPv4 prefix such as 10.244.0.0/16", clip(req.GetPrefix()))
 		}
 		within = p.Masked()
 	}
@@ -91,7 +92,7 @@ func (s *server) Links(ctx context.Context, _ *debugv1.LinksRequest) (*debugv1.L
 func (s *server) Explain(ctx context.Context, req *debugv1.ExplainRequest) (*debugv1.ExplainReply, error) {
 	ip, err := netip.ParseAddr(req.GetIp())
 	if err != nil || !ip.Is4() {
-		return nil, status.Errorf(codes.InvalidArgument, "ip %q: want an IPv4 address such as 10.244.1.5", req.GetIp())
+		return nil, status.Errorf(codes.InvalidArgument, "ip %s: want an IPv4 address such as 10.244.1.5", clip(req.GetIp()))
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -108,4 +109,14 @@ func (s *server) Explain(ctx context.Context, req *debugv1.ExplainRequest) (*deb
 		out.Findings = append(out.Findings, &debugv1.Finding{Source: f.Source, Says: f.Says, Ok: f.OK})
 	}
 	return out, nil
+}
+
+// clip quotes a request's argument for an error message, cut short: a
+// bad request must not make the answer as big as itself.
+func clip(s string) string {
+	const most = 64
+	if len(s) > most {
+		return fmt.Sprintf("%q… (%d bytes)", s[:most], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
