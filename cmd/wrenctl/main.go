@@ -113,6 +113,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	c, err := dial(o.socket)
 	if err != nil {
+		if cmd == "version" {
+			// wrenctl's own version is worth printing without an agent.
+			fmt.Fprintf(stdout, "wrenctl %s\n", version)
+		}
 		fmt.Fprintf(stderr, "wrenctl: %v\n", err)
 		return 1
 	}

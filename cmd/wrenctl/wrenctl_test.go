@@ -166,6 +166,10 @@ func TestUnreachableAgent(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "nothing listens on "+stale) {
 		t.Errorf("stale socket: exit %d, %q", code, errOut)
 	}
+	out, errOut, code := wrenctl(t, "--socket", filepath.Join(dir, "none.sock"), "version")
+	if code != 1 || out != "wrenctl dev\n" || !strings.Contains(errOut, "no agent socket") {
+		t.Errorf("version without an agent: exit %d, %q, %q", code, out, errOut)
+	}
 	_, errOut, code = wrenctl(t, "-o", "xml", "status")
 	if code != 2 || !strings.Contains(errOut, `-o "xml"`) {
 		t.Errorf("bad -o: exit %d, %q", code, errOut)
