@@ -35,7 +35,7 @@ func cmdRoutes(ctx context.Context, c *client, o options, args []string, w io.Wr
 	if o.output == "json" || o.output == "yaml" {
 		return printMessage(w, o.output, r)
 	}
-	if len(r.Routes) == 0 {
+	if len(r.Routes) == 0 && r.RejectedNotListed == 0 {
 		fmt.Fprintln(w, "No routes learned over BGP.")
 		return nil
 	}
@@ -55,6 +55,9 @@ func cmdRoutes(ctx context.Context, c *client, o options, args []string, w io.Wr
 		t.add(row...)
 	}
 	t.write(w)
+	if r.RejectedNotListed > 0 {
+		fmt.Fprintf(w, "%d more paths rejected by the import policy are not listed (wrenctl routes PREFIX narrows the list).\n", r.RejectedNotListed)
+	}
 	return nil
 }
 

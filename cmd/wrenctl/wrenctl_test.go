@@ -31,15 +31,20 @@ type fakeAgent struct {
 	veths   []agent.VethView
 	explain map[netip.Addr]agent.ExplainView
 	b       agent.BlocksView
+
+	rejectedNotListed int
 }
 
 func (f fakeAgent) Status(context.Context) (agent.StatusView, error) { return f.v, nil }
-func (f fakeAgent) Routes(_ context.Context, within netip.Prefix) ([]agent.RouteView, error) {
-	var out []agent.RouteView
+func (f fakeAgent) Routes(_ context.Context, within netip.Prefix) (agent.RoutesView, error) {
+	var out agent.RoutesView
 	for _, r := range f.routes {
 		if !within.IsValid() || within.Overlaps(r.Prefix) && within.Bits() <= r.Prefix.Bits() {
-			out = append(out, r)
+			out.Routes = append(out.Routes, r)
 		}
+	}
+	if !within.IsValid() {
+		out.RejectedNotListed = f.rejectedNotListed
 	}
 	return out, nil
 }
@@ -188,7 +193,10 @@ func dataplaneNode() fakeAgent {
 				Programmed: true, Kernel: "10.244.0.64/26 via 198.18.0.12 dev eth0 proto wren"},
 			{Prefix: netip.MustParsePrefix("192.0.2.0/24"), NextHop: netip.MustParseAddr("198.18.0.1"), Peer: netip.MustParseAddr("198.18.0.1"),
 				ASPathLen: 1, WhyNot: "outside every IPPool"},
+			{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Peer: netip.MustParseAddr("198.18.0.1"), Rejected: true,
+				WhyNot: "rejected by the import policy: outside every IPPool"},
 		},
+		rejectedNotListed: 7,
 		kernel: []agent.KernelRouteView{
 			{Route: routes.KRoute{Dst: netip.MustParsePrefix("10.244.0.0/26"), Type: routes.TypeBlackhole, Protocol: routes.Protocol}},
 			{Route: kr("10.244.0.64/26"), Device: "eth0"},
@@ -210,8 +218,10 @@ func TestRoutesKernelRoutesLinks(t *testing.T) {
 		t.Fatalf("routes: exit %d: %s", code, errOut)
 	}
 	for _, want := range []string{
-		"| 10.244.0.64/26 | 198.18.0.12 | 198.18.0.12 | yes       | -                    |",
-		"| 192.0.2.0/24   | 198.18.0.1  | 198.18.0.1  | no        | outside every IPPool |",
+		"| 10.244.0.64/26 | 198.18.0.12 | 198.18.0.12 | yes       | -                                                   |",
+		"| 192.0.2.0/24   | 198.18.0.1  | 198.18.0.1  | no        | outside every IPPool                                |",
+		"| 203.0.113.0/24 | -           | 198.18.0.1  | no        | rejected by the import policy: outside every IPPool |",
+		"7 more paths rejected by the import policy are not listed (wrenctl routes PREFIX narrows the list).",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("routes lacks %q:\n%s", want, out)

@@ -211,6 +211,9 @@ func (f *fakeSpeaker) Status(context.Context) (bgpspeaker.Status, error) {
 	return bgpspeaker.Status{}, nil
 }
 func (f *fakeSpeaker) Rejected(context.Context) (map[netip.Addr]int, error) { return nil, nil }
+func (f *fakeSpeaker) RejectedPaths(context.Context, netip.Prefix, int) ([]bgpspeaker.RejectedPath, int, error) {
+	return nil, 0, nil
+}
 
 // learn announces p from peer (its next hop), withdraw takes it back.
 func (f *fakeSpeaker) learn(p string, peer netip.Addr) {

@@ -118,12 +118,52 @@ type RouteView struct {
 	WhyNot string
 	// Held: BGP no longer announces it; the agent keeps it for now.
 	Held bool
+	// Rejected: a path the import policy refused (no best path; NextHop
+	// unknown).
+	Rejected bool
 }
 
-// Routes lists the best paths learned over BGP (and the routes the
-// session controller holds), inside within when it is valid, each with
-// whether the kernel has it and if not why.
-func (a *Agent) Routes(ctx context.Context, within netip.Prefix) ([]RouteView, error) {
+// RoutesView is the learned routes, and the rejected paths up to
+// MaxRejected of them.
+type RoutesView struct {
+	Routes []RouteView
+	// RejectedNotListed counts the rejected paths past MaxRejected.
+	RejectedNotListed int
+}
+
+// MaxRejected bounds the rejected paths Routes lists (a peer sending a
+// full Internet table has a million).
+const MaxRejected = 1000
+
+// Routes lists the best paths learned over BGP, the routes the session
+// controller holds and the paths the import policy rejected, inside
+// within when it is valid, each with whether the kernel has it and if not
+// why.
+func (a *Agent) Routes(ctx context.Context, within netip.Prefix) (RoutesView, error) {
+	rs, err := a.routesView(ctx, within)
+	if err != nil {
+		return RoutesView{}, err
+	}
+	b := a.bgpOf()
+	rej, total, err := b.speaker.RejectedPaths(ctx, within, MaxRejected)
+	if err != nil {
+		return RoutesView{}, err
+	}
+	snap := a.LastSnapshot()
+	for _, r := range rej {
+		why := "rejected by the import policy"
+		if snap.Shaper != nil {
+			if w := snap.Shaper.WhyNot(r.Prefix); w != "" {
+				why += ": " + w
+			}
+		}
+		rs = append(rs, RouteView{Prefix: r.Prefix, Peer: r.Peer, Rejected: true, WhyNot: why})
+	}
+	slices.SortStableFunc(rs, func(x, y RouteView) int { return x.Prefix.Compare(y.Prefix) })
+	return RoutesView{Routes: rs, RejectedNotListed: total - len(rej)}, nil
+}
+
+func (a *Agent) routesView(ctx context.Context, within netip.Prefix) ([]RouteView, error) {
 	b := a.bgpOf()
 	if b == nil {
 		return nil, errors.New("BGP is off on this node")

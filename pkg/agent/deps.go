@@ -60,6 +60,7 @@ type speaker interface {
 	Changed() <-chan struct{}
 	Status(ctx context.Context) (bgpspeaker.Status, error)
 	Rejected(ctx context.Context) (map[netip.Addr]int, error)
+	RejectedPaths(ctx context.Context, within netip.Prefix, most int) ([]bgpspeaker.RejectedPath, int, error)
 }
 
 var (

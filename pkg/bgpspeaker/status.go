@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -164,6 +165,49 @@ func (s *Speaker) Rejected(ctx context.Context) (map[netip.Addr]int, error) {
 		out[a] = n
 	}
 	return out, nil
+}
+
+// RejectedPath is a prefix a peer sent that the import policy refused.
+type RejectedPath struct {
+	Prefix netip.Prefix
+	Peer   netip.Addr
+}
+
+// RejectedPaths lists, for every peer, the IPv4 unicast prefixes inside
+// within (all when within is the zero Prefix) that the import policy
+// refused: at most most of them (by peer, then prefix), and how many there
+// are in all. It walks each peer's Adj-RIB-In like Rejected.
+func (s *Speaker) RejectedPaths(ctx context.Context, within netip.Prefix, most int) ([]RejectedPath, int, error) {
+	s.mu.Lock()
+	peers := make([]netip.Addr, 0, len(s.peers))
+	for a := range s.peers {
+		peers = append(peers, a)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(peers, netip.Addr.Compare)
+	var out []RejectedPath
+	total := 0
+	for _, a := range peers {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		var mine []netip.Prefix
+		if err := s.adjIn(a, func(p netip.Prefix, filtered bool) {
+			if filtered && (!within.IsValid() || within.Overlaps(p) && within.Bits() <= p.Bits()) {
+				total++
+				if len(out)+len(mine) < most {
+					mine = append(mine, p)
+				}
+			}
+		}); err != nil {
+			return nil, 0, fmt.Errorf("list paths from %s: %w", a, err)
+		}
+		slices.SortFunc(mine, netip.Prefix.Compare)
+		for _, p := range mine {
+			out = append(out, RejectedPath{Prefix: p, Peer: a})
+		}
+	}
+	return out, total, nil
 }
 
 // AdjIn returns the IPv4 unicast prefixes a peer sent that the import

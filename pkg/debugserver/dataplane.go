@@ -23,12 +23,12 @@ func (s *server) Routes(ctx context.Context, req *debugv1.RoutesRequest) (*debug
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	rs, err := s.src.Routes(ctx, within)
+	v, err := s.src.Routes(ctx, within)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	out := &debugv1.RoutesReply{Routes: make([]*debugv1.Route, 0, len(rs))}
-	for _, r := range rs {
+	out := &debugv1.RoutesReply{Routes: make([]*debugv1.Route, 0, len(v.Routes)), RejectedNotListed: uint64(v.RejectedNotListed)}
+	for _, r := range v.Routes {
 		out.Routes = append(out.Routes, &debugv1.Route{
 			Prefix:       r.Prefix.String(),
 			NextHop:      addr(r.NextHop),
@@ -38,6 +38,7 @@ func (s *server) Routes(ctx context.Context, req *debugv1.RoutesRequest) (*debug
 			Kernel:       r.Kernel,
 			WhyNot:       r.WhyNot,
 			Held:         r.Held,
+			Rejected:     r.Rejected,
 		})
 	}
 	return out, nil

@@ -22,7 +22,7 @@ import (
 // Source is what the server reads: the agent.
 type Source interface {
 	Status(ctx context.Context) (agent.StatusView, error)
-	Routes(ctx context.Context, within netip.Prefix) ([]agent.RouteView, error)
+	Routes(ctx context.Context, within netip.Prefix) (agent.RoutesView, error)
 	KernelRoutes(ctx context.Context) ([]agent.KernelRouteView, error)
 	Links(ctx context.Context) ([]agent.TunnelView, []agent.VethView, error)
 	Explain(ctx context.Context, ip netip.Addr) (agent.ExplainView, error)

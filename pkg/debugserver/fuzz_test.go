@@ -25,11 +25,11 @@ type fakeSource struct{}
 func (fakeSource) Status(context.Context) (agent.StatusView, error) {
 	return agent.StatusView{Node: "node-1", BGP: true, Peers: []agent.PeerView{{Address: netip.MustParseAddr("198.18.0.12"), State: "established"}}}, nil
 }
-func (fakeSource) Routes(_ context.Context, within netip.Prefix) ([]agent.RouteView, error) {
+func (fakeSource) Routes(_ context.Context, within netip.Prefix) (agent.RoutesView, error) {
 	if within.IsValid() && !within.Addr().Is4() {
 		panic("Routes got a non-IPv4 prefix")
 	}
-	return []agent.RouteView{{Prefix: netip.MustParsePrefix("10.244.0.64/26")}}, nil
+	return agent.RoutesView{Routes: []agent.RouteView{{Prefix: netip.MustParsePrefix("10.244.0.64/26")}}}, nil
 }
 func (fakeSource) KernelRoutes(context.Context) ([]agent.KernelRouteView, error) { return nil, nil }
 func (fakeSource) Links(context.Context) ([]agent.TunnelView, []agent.VethView, error) {

@@ -429,10 +429,13 @@ func (x *RoutesRequest) GetPrefix() string {
 }
 
 type RoutesReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Routes []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	// rejected_not_listed counts the paths the import policy refused that
+	// are not in routes (at most 1000 are listed).
+	RejectedNotListed uint64 `protobuf:"varint,2,opt,name=rejected_not_listed,json=rejectedNotListed,proto3" json:"rejected_not_listed,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RoutesReply) Reset() {
@@ -472,6 +475,13 @@ func (x *RoutesReply) GetRoutes() []*Route {
 	return nil
 }
 
+func (x *RoutesReply) GetRejectedNotListed() uint64 {
+	if x != nil {
+		return x.RejectedNotListed
+	}
+	return 0
+}
+
 type Route struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Prefix  string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
@@ -491,7 +501,10 @@ type Route struct {
 	WhyNot string `protobuf:"bytes,7,opt,name=why_not,json=whyNot,proto3" json:"why_not,omitempty"`
 	// held: BGP no longer announces it and the agent keeps it for now
 	// (make-before-break, a lost peer, the start-up window; docs/bgp.md).
-	Held          bool `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
+	Held bool `protobuf:"varint,8,opt,name=held,proto3" json:"held,omitempty"`
+	// rejected: a path in the peer's Adj-RIB-In that the import policy
+	// refused (it is no best path; next_hop is not known here).
+	Rejected      bool `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -578,6 +591,13 @@ func (x *Route) GetWhyNot() string {
 func (x *Route) GetHeld() bool {
 	if x != nil {
 		return x.Held
+	}
+	return false
+}
+
+func (x *Route) GetRejected() bool {
+	if x != nil {
+		return x.Rejected
 	}
 	return false
 }
@@ -1684,9 +1704,10 @@ const file_debug_v1_debug_proto_rawDesc = "" +
 	"\x05flaps\x18\r \x01(\rR\x05flaps\x12\x1b\n" +
 	"\tlast_down\x18\x0e \x01(\tR\blastDown\"'\n" +
 	"\rRoutesRequest\x12\x16\n" +
-	"\x06prefix\x18\x01 \x01(\tR\x06prefix\";\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"k\n" +
 	"\vRoutesReply\x12,\n" +
-	"\x06routes\x18\x01 \x03(\v2\x14.wren.debug.v1.RouteR\x06routes\"\xd9\x01\n" +
+	"\x06routes\x18\x01 \x03(\v2\x14.wren.debug.v1.RouteR\x06routes\x12.\n" +
+	"\x13rejected_not_listed\x18\x02 \x01(\x04R\x11rejectedNotListed\"\xf5\x01\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x19\n" +
 	"\bnext_hop\x18\x02 \x01(\tR\anextHop\x12\x12\n" +
@@ -1697,7 +1718,8 @@ const file_debug_v1_debug_proto_rawDesc = "" +
 	"programmed\x12\x16\n" +
 	"\x06kernel\x18\x06 \x01(\tR\x06kernel\x12\x17\n" +
 	"\awhy_not\x18\a \x01(\tR\x06whyNot\x12\x12\n" +
-	"\x04held\x18\b \x01(\bR\x04held\"\x15\n" +
+	"\x04held\x18\b \x01(\bR\x04held\x12\x1a\n" +
+	"\brejected\x18\t \x01(\bR\brejected\"\x15\n" +
 	"\x13KernelRoutesRequest\"G\n" +
 	"\x11KernelRoutesReply\x122\n" +
 	"\x06routes\x18\x01 \x03(\v2\x1a.wren.debug.v1.KernelRouteR\x06routes\"\xcf\x01\n" +
