@@ -291,7 +291,11 @@ func (ac *agentCluster) startAgentVia(an *agentNode, cfg *rest.Config, log *slog
 		}
 	}
 	t.Cleanup(an.stop)
-	nstest.Poll(t, 20*time.Second, "agent "+an.name+" ready", a.Ready)
+	ready := a.Ready
+	if ac.started != nil {
+		ready = func() error { return ac.started(a) }
+	}
+	nstest.Poll(t, 20*time.Second, "agent "+an.name+" ready", ready)
 	return view
 }
 

@@ -4,6 +4,7 @@ package nstest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/wren-net/wren/pkg/agent"
 	wcluster "github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/ipam"
@@ -26,6 +28,15 @@ import (
 // it, see TestIPIPAlways.)
 func TestAgentIPIPTunnelAddress(t *testing.T) {
 	ac := newAgentCluster(t)
+	// Without the ipip module no tunl0 can be made, so the nodes are
+	// rightly not ready (their dataplane fails); the tunnel addresses come
+	// before that. Wait for the first full sync instead.
+	ac.started = func(a *agent.Agent) error {
+		if a.LastSnapshot() == nil {
+			return errors.New("no full sync yet")
+		}
+		return nil
+	}
 	ctx := context.Background()
 	pool := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1alpha1.IPPoolSpec{CIDR: "10.244.0.0/16", BlockSize: 26, VXLANMode: v1alpha1.EncapNever, IPIPMode: v1alpha1.EncapAlways}}

@@ -49,6 +49,8 @@ type agentCluster struct {
 	sw1   *nstest.Switch
 	sw2   *nstest.Switch
 	nodes []*agentNode
+	// started, if set, replaces agent.Ready as what startAgent waits for.
+	started func(*agent.Agent) error
 }
 
 func newAgentCluster(t *testing.T) *agentCluster {
