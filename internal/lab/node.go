@@ -52,6 +52,12 @@ var kernelTunables = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel
 // NodeDir is node n's directory in the state directory.
 func (l *Lab) NodeDir(n int) string { return l.path("nodes", nodeName(n)) }
 
+// AgentSocket is node n's wren-agent socket (the DaemonSet's
+// /var/run/wren/wren.sock) as the host reaches it: the node's /run/wren
+// is <NodeDir>/wren (nodeBinds). A unix socket is reached by its path
+// from any namespace, with no API server in the way.
+func (l *Lab) AgentSocket(n int) string { return filepath.Join(l.NodeDir(n), "wren", "wren.sock") }
+
 func (l *Lab) mountNSFile(n int) string { return l.path("ns", nodeName(n)+".mnt") }
 func (l *Lab) utsNSFile(n int) string   { return l.path("ns", nodeName(n)+".uts") }
 

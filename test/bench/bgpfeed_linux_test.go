@@ -68,7 +68,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,7 +89,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/wren-net/wren/pkg/agent"
 	wcluster "github.com/wren-net/wren/pkg/cluster"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	kubetest "github.com/wren-net/wren/test/kube"
@@ -204,10 +202,10 @@ type feedEnv struct {
 	bird16, birdVer    string
 	gobgpVer           string
 	about              string
-	// debugCheck reads the agent's /debug/bgp after an ingest (N received,
-	// 0 rejected). Only the smoke test does: it walks GoBGP's table and
-	// builds a JSON of every route inside the agent, which would count in
-	// its peak RSS.
+	// debugCheck asks the agent's debug API (Status, over its socket)
+	// after an ingest: N received, 0 rejected. Only the smoke test does:
+	// GoBGP counts the session's Adj-RIB-In and what it advertises inside
+	// its management loop, work the measured runs should not include.
 	debugCheck bool
 }
 
@@ -354,8 +352,9 @@ func (e *feedEnv) startAgent(tb testing.TB, n int) *receiver {
 		tb.Fatal(err)
 	}
 	defer f.Close()
+	sock := filepath.Join(dir, "wren.sock") // the debug API's too
 	cmd := exec.Command("ip", "netns", "exec", e.node.Name, e.agentBin, "--node-name", feedNodeName, "--kubeconfig", e.kubeconfig,
-		"--node-ip-method", "interface=eth0", "--socket", filepath.Join(dir, "wren.sock"), "--health-addr", feedHealth)
+		"--node-ip-method", "interface=eth0", "--socket", sock, "--health-addr", feedHealth)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	exited := make(chan struct{})
@@ -412,12 +411,12 @@ func (e *feedEnv) startAgent(tb testing.TB, n int) *receiver {
 		return nil
 	})
 	nstest.Poll(tb, 30*time.Second, "the agent has the BGPPeer to the feeder", func() error {
-		v, err := e.agentBGP()
+		st, err := nstest.DebugStatus(sock, 10*time.Second)
 		if err != nil {
 			return err
 		}
-		if _, ok := feedPeerView(v); !ok {
-			return fmt.Errorf("peers %v", v.Peers)
+		if _, ok := nstest.DebugPeer(st, feederAddr.Addr().String()); !ok {
+			return fmt.Errorf("peers %v", st.GetPeers())
 		}
 		return nil
 	})
@@ -428,39 +427,14 @@ func (e *feedEnv) startAgent(tb testing.TB, n int) *receiver {
 		if !e.debugCheck {
 			return
 		}
-		if v, err := e.agentBGP(); err != nil {
-			tb.Fatalf("agent /debug/bgp: %v", err)
-		} else if p, ok := feedPeerView(v); !ok || int(p.Received) != n || p.Rejected != 0 {
+		if st, err := nstest.DebugStatus(sock, 10*time.Second); err != nil {
+			tb.Fatalf("agent's debug API: %v", err)
+		} else if p, ok := nstest.DebugPeer(st, feederAddr.Addr().String()); !ok || int(p.GetReceived()) != n || p.GetRejected() != 0 {
 			tb.Fatalf("agent's session to the feeder: %+v (found %v); want %d received, 0 rejected", p, ok, n)
 		}
 	}
 	r.checkEmpty = func(tb testing.TB) { checkKernelEmpty(tb, e.node, rtprotWren) }
 	return r
-}
-
-// agentBGP is the agent's /debug/bgp. It walks GoBGP's tables: never
-// during an ingest.
-func (e *feedEnv) agentBGP() (agent.BGPView, error) {
-	var v agent.BGPView
-	resp, err := e.node.HTTPClient(10 * time.Second).Get("http://" + feedHealth + "/debug/bgp")
-	if err != nil {
-		return v, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return v, fmt.Errorf("/debug/bgp: %s: %s", resp.Status, b)
-	}
-	return v, json.NewDecoder(resp.Body).Decode(&v)
-}
-
-func feedPeerView(v agent.BGPView) (agent.BGPPeerView, bool) {
-	for _, p := range v.Peers {
-		if p.Address == feederAddr.Addr().String() {
-			return p, true
-		}
-	}
-	return agent.BGPPeerView{}, false
 }
 
 // startBird runs a fresh BIRD 1.6 in its namespace.

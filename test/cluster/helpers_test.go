@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,57 +15,72 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/wren-net/wren/internal/nsexec"
-	"github.com/wren-net/wren/pkg/agent"
+	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/pkg/routes"
 	nstest "github.com/wren-net/wren/test/netns"
 )
 
-// bgpView reads the agent's /debug/bgp on node n (127.0.0.1:9099 inside
-// the node's network namespace; the agent runs with hostNetwork).
-func (e *env) bgpView(n int) (agent.BGPView, error) {
-	var v agent.BGPView
-	h, err := netns.GetFromPath("/run/netns/" + e.lab.NodeNS(n))
-	if err != nil {
-		return v, err
-	}
-	defer h.Close()
-	tr := &http.Transport{DialContext: nsexec.Dialer(h)}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+// wrenctl runs `wrenctl -o json args...` in an agent pod as an operator
+// does (kubectl exec; the image ships wrenctl next to the agent) and
+// parses its output into m.
+func (e *env) wrenctl(pod string, m proto.Message, args ...string) error {
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9099/debug/bgp", nil)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	argv := e.lab.KubectlArgv(append([]string{"-n", "wren-system", "exec", pod, "-c", "wren-agent", "--", "wrenctl", "-o", "json"}, args...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return v, err
+		return fmt.Errorf("kubectl exec %s -- wrenctl %s: %w: %s", pod, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("node-%d /debug/bgp: %s: %s", n, resp.Status, b)
+	if err := protojson.Unmarshal(out, m); err != nil {
+		return fmt.Errorf("wrenctl -o json %s in %s: %w: %s", strings.Join(args, " "), pod, err, out)
 	}
-	return v, json.Unmarshal(b, &v)
+	return nil
+}
+
+// status is node n's agent's Status (the node and its BGP sessions),
+// from `wrenctl status` in the node's wren-agent pod.
+func (e *env) status(n int) (*debugv1.StatusReply, error) {
+	node := fmt.Sprintf("node-%d", n)
+	pod, ok := e.agentPods()[node]
+	if !ok {
+		return nil, fmt.Errorf("%s has no wren-agent pod", node)
+	}
+	r := &debugv1.StatusReply{}
+	return r, e.wrenctl(pod.Name, r, "status")
+}
+
+// statusNoAPI is node n's agent's Status asked straight on its socket
+// from the host, for an API server outage, when kubectl exec cannot
+// reach the pod.
+func (e *env) statusNoAPI(n int) (*debugv1.StatusReply, error) {
+	return nstest.DebugStatus(e.lab.AgentSocket(n), 10*time.Second)
 }
 
 // sessions returns, per node, its BGP peers' "address since" when every
-// peer is established, or an error naming one that is not.
-func (e *env) sessions() (map[int][]string, error) {
+// peer is established, or an error naming one that is not. status is
+// e.status, or e.statusNoAPI while the API server is down.
+func (e *env) sessions(status func(n int) (*debugv1.StatusReply, error)) (map[int][]string, error) {
 	out := map[int][]string{}
 	for _, n := range e.lab.Nodes() {
-		v, err := e.bgpView(n)
+		st, err := status(n)
 		if err != nil {
 			return nil, err
 		}
-		if len(v.Peers) == 0 {
+		if len(st.GetPeers()) == 0 {
 			return nil, fmt.Errorf("node-%d has no BGP peers", n)
 		}
-		for _, p := range v.Peers {
-			if p.State != "established" {
-				return nil, fmt.Errorf("node-%d: peer %s is %s", n, p.Address, p.State)
+		for _, p := range st.GetPeers() {
+			if p.GetState() != "established" {
+				return nil, fmt.Errorf("node-%d: peer %s is %s", n, p.GetAddress(), p.GetState())
 			}
-			out[n] = append(out[n], p.Address+" since "+p.Since.Format(time.RFC3339Nano))
+			out[n] = append(out[n], p.GetAddress()+" since "+nstest.PeerSince(p).Format(time.RFC3339Nano))
 		}
 		slices.Sort(out[n])
 	}

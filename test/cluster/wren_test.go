@@ -190,7 +190,7 @@ func (e *env) testUpgrade() {
 	rolled := time.Since(start)
 	// The new agents have re-established every session (graceful restart
 	// both ways) before the ping stops.
-	e.poll(time.Minute, "BGP sessions established on every node", func() error { _, err := e.sessions(); return err })
+	e.poll(time.Minute, "BGP sessions established on every node (wrenctl status)", func() error { _, err := e.sessions(e.status); return err })
 	t.Logf("DaemonSet rolled to %s on %d nodes in %s", next.Ref, len(before), rolled.Round(100*time.Millisecond))
 	e.stopPingers("upgrade", pings)
 	e.noRouteDeleted("upgrade", watches)
@@ -218,7 +218,7 @@ func (e *env) testOutage() {
 	t := e.t
 	agents := e.agentPods()
 	pids := e.agentPIDs(agents)
-	sessions, err := e.sessions()
+	sessions, err := e.sessions(e.status)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,9 +260,10 @@ func (e *env) testOutage() {
 	if r.Code != 11 || !strings.Contains(r.Msg, "198.18.0.2:6443") {
 		t.Errorf("CNI DEL during the outage: code %d %q; want 11 naming the API server", r.Code, r.Msg)
 	}
-	// Watch the sessions through the outage (they do not need the API).
+	// Watch the sessions through the outage (they do not need the API;
+	// neither does the agent's socket, while kubectl exec does).
 	for time.Since(down) < outage {
-		now, err := e.sessions()
+		now, err := e.sessions(e.statusNoAPI)
 		if err != nil {
 			t.Errorf("%s into the outage: %v", time.Since(down).Round(time.Second), err)
 		} else if !maps.EqualFunc(now, sessions, slices.Equal) {
@@ -294,7 +295,7 @@ func (e *env) testOutage() {
 	}
 	e.stopPingers("API server outage", pings)
 	e.noRouteDeleted("API server outage", watches)
-	if now, err := e.sessions(); err != nil || !maps.EqualFunc(now, sessions, slices.Equal) {
+	if now, err := e.sessions(e.status); err != nil || !maps.EqualFunc(now, sessions, slices.Equal) {
 		t.Errorf("BGP sessions after the outage: %v (err %v); before %v", now, err, sessions)
 	}
 	after := e.agentPods()

@@ -35,7 +35,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/wren-net/wren/pkg/agent"
+	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/routes"
 	nstest "github.com/wren-net/wren/test/netns"
@@ -179,22 +179,22 @@ func bgpRestartWaitGone(t *testing.T, what string, deadline time.Duration, gs ..
 	return out
 }
 
-// bgpRestartSettle waits until every node's /debug/bgp shows exactly one
-// established session with each other node, each up for at least
-// settled: the agents have seen BGP converge (every wanted session up for
-// 2 s), which closes the windows in which they keep withdrawn routes
-// (start-up, and 30 s after the set of sessions changed). The tests kill
-// agents only in that steady state.
+// bgpRestartSettle waits until every node's debug API (Status) shows
+// exactly one established session with each other node, each up for at
+// least settled: the agents have seen BGP converge (every wanted session
+// up for 2 s), which closes the windows in which they keep withdrawn
+// routes (start-up, and 30 s after the set of sessions changed). The
+// tests kill agents only in that steady state.
 func bgpRestartSettle(t *testing.T, ac *agentCluster, procs map[string]*agentProc, settled time.Duration) {
 	t.Helper()
-	took := nstest.Poll(t, 60*time.Second, fmt.Sprintf("every BGP session established for %s", settled), func() error {
+	// Every 100 ms: each Status is a call into GoBGP's management loop.
+	took := nstest.PollEvery(t, 100*time.Millisecond, 60*time.Second, fmt.Sprintf("every BGP session established for %s", settled), func() error {
 		for _, n := range ac.nodes {
-			v, err := procs[n.name].bgpDebug()
+			st, err := procs[n.name].bgpStatus()
 			if err == nil {
-				err = bgpRestartUpFor(v, len(ac.nodes)-1, settled)
+				err = bgpRestartUpFor(st, len(ac.nodes)-1, settled)
 			}
 			if err != nil {
-				time.Sleep(200 * time.Millisecond) // /debug/bgp walks GoBGP's tables
 				return fmt.Errorf("%s: %w", n.name, err)
 			}
 		}
@@ -203,23 +203,24 @@ func bgpRestartSettle(t *testing.T, ac *agentCluster, procs map[string]*agentPro
 	t.Logf("every BGP session established for %s after %s", settled, took.Round(time.Millisecond))
 }
 
-// bgpRestartUpFor returns an error unless v has count peers, all
+// bgpRestartUpFor returns an error unless st has count peers, all
 // established for at least d.
-func bgpRestartUpFor(v agent.BGPView, count int, d time.Duration) error {
-	if len(v.Peers) != count {
-		return fmt.Errorf("%d peers; want %d", len(v.Peers), count)
+func bgpRestartUpFor(st *debugv1.StatusReply, count int, d time.Duration) error {
+	if len(st.GetPeers()) != count {
+		return fmt.Errorf("%d peers; want %d", len(st.GetPeers()), count)
 	}
-	for _, p := range v.Peers {
-		if p.State != "established" || p.Since.IsZero() || time.Since(p.Since) < d {
-			return fmt.Errorf("peer %s %s since %s", p.Address, p.State, p.Since.Format(time.RFC3339Nano))
+	for _, p := range st.GetPeers() {
+		since := nstest.PeerSince(p)
+		if p.GetState() != "established" || since.IsZero() || time.Since(since) < d {
+			return fmt.Errorf("peer %s %s since %s", p.GetAddress(), p.GetState(), since.Format(time.RFC3339Nano))
 		}
 	}
 	return nil
 }
 
-// bgpRestartCheckDebug checks a node's /debug/bgp: exactly one established
-// session with each node in peers, and a learned route to each of their
-// confirmed blocks via the node's address.
+// bgpRestartCheckDebug checks a node's debug API: Status has exactly one
+// established session with each node in peers, and Routes a learned
+// route to each of their confirmed blocks via the node's address.
 func bgpRestartCheckDebug(ac *agentCluster, p *agentProc, self string, peers []*agentNode) error {
 	v, err := p.bgpDebug()
 	if err != nil {
@@ -227,8 +228,8 @@ func bgpRestartCheckDebug(ac *agentCluster, p *agentProc, self string, peers []*
 	}
 	blocks, _ := ac.clusterFacts()
 	var got, want []string
-	for _, pv := range v.Peers {
-		got = append(got, pv.Address+" "+pv.State)
+	for _, pv := range v.Status.GetPeers() {
+		got = append(got, pv.GetAddress()+" "+pv.GetState())
 	}
 	for _, n := range peers {
 		want = append(want, n.ip.Addr().String()+" established")
@@ -236,7 +237,7 @@ func bgpRestartCheckDebug(ac *agentCluster, p *agentProc, self string, peers []*
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		return fmt.Errorf("%s /debug/bgp peers %v; want %v", self, got, want)
+		return fmt.Errorf("%s debug API: peers %v; want %v", self, got, want)
 	}
 	for _, n := range peers {
 		if len(blocks[n.name]) == 0 {
@@ -244,7 +245,7 @@ func bgpRestartCheckDebug(ac *agentCluster, p *agentProc, self string, peers []*
 		}
 		for _, b := range blocks[n.name] {
 			if l := b.String() + " via " + n.ip.Addr().String(); !slices.Contains(v.Learned, l) {
-				return fmt.Errorf("%s /debug/bgp learned %v; want %q among them", self, v.Learned, l)
+				return fmt.Errorf("%s debug API: learned %v; want %q among them", self, v.Learned, l)
 			}
 		}
 	}
@@ -345,18 +346,19 @@ func TestAgentBGPGracefulRestart(t *testing.T) {
 	wait3()
 
 	nstest.Poll(t, 60*time.Second, "node-2's BGP sessions back (ss)", func() error { return ac.checkSessions(ac.fullMesh()) })
-	nstest.Poll(t, 30*time.Second, "node-2's /debug/bgp: sessions established and routes learned", func() error {
+	nstest.Poll(t, 30*time.Second, "node-2's debug API: sessions established and routes learned", func() error {
 		return bgpRestartCheckDebug(ac, p2, "node-2", []*agentNode{n1, n3})
 	})
-	v, err := p2.bgpDebug()
+	st, err := p2.bgpStatus()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var lastUp time.Time // when node-2's last session came up
-	for _, pv := range v.Peers {
-		t.Logf("node-2's session with %s established %s after its agent started", pv.Address, pv.Since.Sub(started).Round(time.Millisecond))
-		if pv.Since.After(lastUp) {
-			lastUp = pv.Since
+	for _, pv := range st.GetPeers() {
+		since := nstest.PeerSince(pv)
+		t.Logf("node-2's session with %s established %s after its agent started", pv.GetAddress(), since.Sub(started).Round(time.Millisecond))
+		if since.After(lastUp) {
+			lastUp = since
 		}
 	}
 

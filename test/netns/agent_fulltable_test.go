@@ -28,11 +28,8 @@ package nstest_test
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -47,7 +44,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/wren-net/wren/internal/nsexec"
-	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/routes"
 	nstest "github.com/wren-net/wren/test/netns"
@@ -526,28 +522,13 @@ func procMem(pid int) (hwm, rss int64, err error) {
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
-// fullTableDebug fetches node's /debug/bgp with a timeout that allows
-// for its walk of a million rejected paths, and says how long it took.
-func fullTableDebug(p *agentProc) (agent.BGPView, time.Duration, error) {
-	var v agent.BGPView
+// fullTableDebug asks node's debug API for Status and Routes, with a
+// timeout that allows for an agent holding a million rejected paths, and
+// says how long it took.
+func fullTableDebug(p *agentProc) (nstest.AgentBGP, time.Duration, error) {
 	start := time.Now()
-	resp, err := p.ns.HTTPClient(2 * time.Minute).Get("http://" + p.health + "/debug/bgp")
-	if err != nil {
-		return v, time.Since(start), err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	took := time.Since(start)
-	if err != nil {
-		return v, took, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return v, took, fmt.Errorf("/debug/bgp: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
-		return v, took, fmt.Errorf("/debug/bgp: %w", err)
-	}
-	return v, took, nil
+	v, err := nstest.DebugBGP(p.socket, time.Minute)
+	return v, time.Since(start), err
 }
 
 // TestAgentFullTable: see the top of the file.
@@ -597,11 +578,11 @@ func TestAgentFullTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n2Before, ok := peerView(dbg, node2)
-	if !ok || n2Before.State != "established" {
+	n2Before, ok := dbg.Peer(node2)
+	if !ok || n2Before.GetState() != "established" {
 		t.Fatalf("node-1's session with node-2 before the feed: %+v", n2Before)
 	}
-	if f, ok := peerView(dbg, feederAddr); !ok || f.State != "established" {
+	if f, ok := dbg.Peer(feederAddr); !ok || f.GetState() != "established" {
 		t.Fatalf("node-1's session with the feeder before the feed: %+v", f)
 	}
 	hwm0, rss0, err := procMem(pid)
@@ -656,11 +637,12 @@ func TestAgentFullTable(t *testing.T) {
 		}
 		ac.assertBGPRoutes(phase + ": BGP routes match the API on both nodes")
 	}
-	// node2Kept checks node-1's session with node-2 in a /debug/bgp view.
-	node2Kept := func(phase string, v agent.BGPView) {
+	// node2Kept checks node-1's session with node-2 in what the debug API
+	// says.
+	node2Kept := func(phase string, v nstest.AgentBGP) {
 		t.Helper()
-		if n2, ok := peerView(v, node2); !ok || n2.State != "established" || !n2.Since.Equal(n2Before.Since) {
-			t.Errorf("%s: node-1's session with node-2 is %+v; want established since %s", phase, n2, n2Before.Since)
+		if n2, ok := v.Peer(node2); !ok || n2.GetState() != "established" || !nstest.PeerSince(n2).Equal(nstest.PeerSince(n2Before)) {
+			t.Errorf("%s: node-1's session with node-2 is %+v; want established since %s", phase, n2, nstest.PeerSince(n2Before))
 		}
 	}
 
@@ -687,15 +669,17 @@ func TestAgentFullTable(t *testing.T) {
 
 	v, took, err := fullTableDebug(p1)
 	if err != nil {
-		t.Fatalf("node-1 /debug/bgp after the feed (%s): %v", took, err)
+		t.Fatalf("node-1's debug API after the feed (%s): %v", took, err)
 	}
 	hwm1b, rss1b, _ := procMem(pid)
-	t.Logf("phase 1: node-1's /debug/bgp took %s (it walks the feeder's Adj-RIB-In to count rejections); the agent's VmHWM %s, VmRSS %s after it",
+	t.Logf("phase 1: node-1's debug API (Status and Routes) took %s (GoBGP counts the feeder's Adj-RIB-In for it); the agent's VmHWM %s, VmRSS %s after it",
 		took.Round(time.Millisecond), mib(hwm1b), mib(rss1b))
-	if f, ok := peerView(v, feederAddr); !ok || f.State != "established" || f.Received != fullTablePrefixes || f.Rejected != fullTablePrefixes {
+	// Rejected is received minus accepted by the import policy (GoBGP's
+	// counters).
+	if f, ok := v.Peer(feederAddr); !ok || f.GetState() != "established" || f.GetReceived() != fullTablePrefixes || f.GetRejected() != fullTablePrefixes {
 		t.Errorf("phase 1: node-1's session with the feeder: %+v; want established, %d received, %d rejected", f, fullTablePrefixes, fullTablePrefixes)
 	} else {
-		t.Logf("phase 1: feeder session established, %d received, %d rejected by the import policy", f.Received, f.Rejected)
+		t.Logf("phase 1: feeder session established, %d received, %d rejected by the import policy", f.GetReceived(), f.GetRejected())
 	}
 	node2Kept("phase 1", v)
 	for _, l := range v.Learned {
@@ -789,12 +773,12 @@ func TestAgentFullTable(t *testing.T) {
 
 	// The connection closes right after the NOTIFICATION; GoBGP's own
 	// state follows a moment later.
-	nstest.PollEvery(t, 100*time.Millisecond, 10*time.Second, "node-1's /debug/bgp shows the feeder's session down", func() error {
+	nstest.PollEvery(t, 100*time.Millisecond, 10*time.Second, "node-1's debug API shows the feeder's session down", func() error {
 		v, _, err = fullTableDebug(p1)
 		if err != nil {
 			return err
 		}
-		if f, ok := peerView(v, feederAddr); !ok || f.State == "established" {
+		if f, ok := v.Peer(feederAddr); !ok || f.GetState() == "established" {
 			return fmt.Errorf("session with the feeder: %+v", f)
 		}
 		return nil
@@ -819,10 +803,10 @@ func TestAgentFullTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f, ok := peerView(v, feederAddr); !ok || f.State == "established" {
+	if f, ok := v.Peer(feederAddr); !ok || f.GetState() == "established" {
 		t.Errorf("phase 2: %s after the cut node-1's session with the feeder is %+v; want it down", window, f)
 	} else {
-		t.Logf("phase 2: %s after the cut node-1's session with the feeder is %s (no reconnect)", window, f.State)
+		t.Logf("phase 2: %s after the cut node-1's session with the feeder is %s (no reconnect)", window, f.GetState())
 	}
 	node2Kept("phase 2, after the window", v)
 	hwm3, rss3, _ := procMem(pid)

@@ -16,7 +16,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -42,7 +41,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	cniv1 "github.com/wren-net/wren/api/cni/v1"
-	"github.com/wren-net/wren/pkg/agent"
+	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	"github.com/wren-net/wren/pkg/proxyarp"
 	"github.com/wren-net/wren/pkg/routes"
@@ -489,42 +488,14 @@ func TestAgentKill9(t *testing.T) {
 	}
 }
 
-// debugBGPBody fetches the agent's /debug/bgp inside its namespace.
-func (p *agentProc) debugBGPBody() ([]byte, error) {
-	resp, err := p.ns.HTTPClient(5 * time.Second).Get("http://" + p.health + "/debug/bgp")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/debug/bgp: %s: %s", p.health, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return body, nil
+// bgpDebug asks the agent's debug API, over its socket, for its BGP
+// sessions and learned routes (wrenctl status and routes).
+func (p *agentProc) bgpDebug() (nstest.AgentBGP, error) {
+	return nstest.DebugBGP(p.socket, 10*time.Second)
 }
 
-// bgpDebug fetches and decodes the agent's /debug/bgp.
-func (p *agentProc) bgpDebug() (agent.BGPView, error) {
-	var v agent.BGPView
-	body, err := p.debugBGPBody()
-	if err != nil {
-		return v, err
-	}
-	if err := json.Unmarshal(body, &v); err != nil {
-		return v, fmt.Errorf("%s/debug/bgp: %w: %s", p.health, err, body)
-	}
-	return v, nil
-}
-
-// peerView returns the session to addr as /debug/bgp shows it.
-func peerView(v agent.BGPView, addr string) (agent.BGPPeerView, bool) {
-	for _, p := range v.Peers {
-		if p.Address == addr {
-			return p, true
-		}
-	}
-	return agent.BGPPeerView{}, false
+// bgpStatus asks the agent's debug API for its Status only: the sessions
+// with their prefix counts, without the routes.
+func (p *agentProc) bgpStatus() (*debugv1.StatusReply, error) {
+	return nstest.DebugStatus(p.socket, 10*time.Second)
 }

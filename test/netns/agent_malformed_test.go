@@ -46,7 +46,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/wren-net/wren/internal/nsexec"
-	"github.com/wren-net/wren/pkg/agent"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
 	nstest "github.com/wren-net/wren/test/netns"
 )
@@ -459,10 +458,6 @@ func (s *attackerSession) waitEnd(d time.Duration) (notif *bgpEvent, closed bool
 	}
 }
 
-func learned(v agent.BGPView, prefix string) bool {
-	return slices.ContainsFunc(v.Learned, func(l string) bool { return strings.HasPrefix(l, prefix+" ") })
-}
-
 // logFrom returns the lines the agent logged from byte offset off on.
 func logFrom(t *testing.T, path string, off int64) []string {
 	t.Helper()
@@ -649,8 +644,8 @@ func TestAgentMalformedUpdate(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if !learned(v, goodPrefix) {
-				return fmt.Errorf("/debug/bgp learned: %v", v.Learned)
+			if !v.HasLearned(goodPrefix) {
+				return fmt.Errorf("debug API: learned %v", v.Learned)
 			}
 			return routedViaAttacker(n1, goodPrefix)
 		})
@@ -684,12 +679,12 @@ func TestAgentMalformedUpdate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n2Before, ok := peerView(dbg, node2)
-			if !ok || n2Before.State != "established" {
+			n2Before, ok := dbg.Peer(node2)
+			if !ok || n2Before.GetState() != "established" {
 				t.Fatalf("node-1's session with node-2 before the malformed UPDATE: %+v", n2Before)
 			}
-			attBefore, ok := peerView(dbg, attackerAddr)
-			if !ok || attBefore.State != "established" {
+			attBefore, ok := dbg.Peer(attackerAddr)
+			if !ok || attBefore.GetState() != "established" {
 				t.Fatalf("node-1's session with the attacker before the malformed UPDATE: %+v", attBefore)
 			}
 			off := logSize(t, p1.log)
@@ -735,18 +730,18 @@ func TestAgentMalformedUpdate(t *testing.T) {
 				}
 				dbg, err := p1.bgpDebug()
 				if err != nil {
-					t.Fatalf("/debug/bgp after the malformed UPDATE: %v", err)
+					t.Fatalf("debug API after the malformed UPDATE: %v", err)
 				}
-				o.accepted = v.prefix != "" && learned(dbg, v.prefix)
-				good := learned(dbg, goodPrefix)
+				o.accepted = v.prefix != "" && dbg.HasLearned(v.prefix)
+				good := dbg.HasLearned(goodPrefix)
 				o.goodKept = fmt.Sprint(good)
-				attAfter, _ := peerView(dbg, attackerAddr)
-				attKept := attAfter.State == "established" && attAfter.Since.Equal(attBefore.Since)
-				o.attSession = attAfter.State
+				attAfter, _ := dbg.Peer(attackerAddr)
+				attKept := attAfter.GetState() == "established" && nstest.PeerSince(attAfter).Equal(nstest.PeerSince(attBefore))
+				o.attSession = attAfter.GetState()
 				if attKept {
 					o.attSession = "kept"
 				}
-				if n2, ok := peerView(dbg, node2); ok && n2.State == "established" && n2.Since.Equal(n2Before.Since) {
+				if n2, ok := dbg.Peer(node2); ok && n2.GetState() == "established" && nstest.PeerSince(n2).Equal(nstest.PeerSince(n2Before)) {
 					o.node2 = "kept"
 				} else {
 					o.node2 = fmt.Sprintf("reset (%+v)", n2)
@@ -759,8 +754,8 @@ func TestAgentMalformedUpdate(t *testing.T) {
 				switch {
 				case notif != nil || closed:
 					o.outcome = outcomeReset
-					if attAfter.State == "established" {
-						t.Errorf("the agent ended the attacker's TCP session (%s) but /debug/bgp still shows it established: %+v", o.reply, attAfter)
+					if attAfter.GetState() == "established" {
+						t.Errorf("the agent ended the attacker's TCP session (%s) but the debug API still shows it established: %+v", o.reply, attAfter)
 					}
 				case !attKept:
 					t.Errorf("no NOTIFICATION and no close, yet node-1's session with the attacker changed: %+v (before %+v)", attAfter, attBefore)
