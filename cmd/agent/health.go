@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,8 +10,7 @@ import (
 	"github.com/wren-net/wren/pkg/agent"
 )
 
-// serveHealth serves /livez, /readyz and /debug/bgp on addr until ctx
-// ends.
+// serveHealth serves /livez and /readyz on addr until ctx ends.
 func serveHealth(ctx context.Context, addr string, a *agent.Agent) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,17 +26,6 @@ func serveHealth(ctx context.Context, addr string, a *agent.Agent) error {
 			return
 		}
 		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/debug/bgp", func(w http.ResponseWriter, r *http.Request) {
-		v, err := a.BGPStatus(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(v)
 	})
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)

@@ -90,7 +90,7 @@ func serve(ctx context.Context, cfg Config) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHealth(ctx, cfg.HealthAddr, a) })
-	g.Go(func() error { return serveMetrics(ctx, a) })
+	g.Go(func() error { return serveMetrics(ctx, scrapeSource{a}) })
 	debug := func(s grpc.ServiceRegistrar) { debugserver.Register(s, a, version) }
 	g.Go(func() error { return cniserver.Serve(ctx, cfg.Socket, a, cfg.Agent.Logger, debug) })
 	g.Go(func() error { return a.Run(ctx) })

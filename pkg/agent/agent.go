@@ -157,6 +157,11 @@ type Agent struct {
 	// hk serializes housekeeping rounds (the minute ticker, Housekeep).
 	hk sync.Mutex
 
+	// The last count of rejected prefixes per peer (ScrapeStatus).
+	rejMu    sync.Mutex
+	rejCount map[netip.Addr]int
+	rejAt    time.Time
+
 	// snap is what the loop published after its last full run.
 	snap      atomic.Pointer[Snapshot]
 	startedAt time.Time

@@ -87,8 +87,10 @@ type PeerView struct {
 	State string
 	// Since is when it became established (zero otherwise).
 	Since time.Time
-	// IPv4 unicast prefixes: in the peer's Adj-RIB-In, accepted and
-	// rejected by the import policy, and advertised to the peer.
+	// IPv4 unicast prefixes: in the peer's Adj-RIB-In (Received, paths
+	// dropped for an AS or originator loop included), passed the loop
+	// checks and the import policy (Accepted), refused by the import
+	// policy (Rejected), and advertised to the peer.
 	Received, Accepted, Rejected, Advertised uint64
 	EndOfRIB                                 bool
 	Flaps                                    int
@@ -118,7 +120,34 @@ type StatusView struct {
 // Status assembles the node's status from the loop's last snapshot and
 // the speaker's own session counters. It never waits for the loop; the
 // speaker's counters cost a walk of each peer's Adj-RIB-In inside GoBGP.
-func (a *Agent) Status(ctx context.Context) (StatusView, error) {
+func (a *Agent) Status(ctx context.Context) (StatusView, error) { return a.status(ctx, true) }
+
+// ScrapeStatus is Status for the metrics: the prefixes the import policy
+// rejected are counted at most once a minute (each count walks every
+// peer's Adj-RIB-In: seconds and hundreds of MiB for a peer that sends a
+// full table), otherwise the last count is reused.
+func (a *Agent) ScrapeStatus(ctx context.Context) (StatusView, error) { return a.status(ctx, false) }
+
+// rejectedTTL is how old a rejected count ScrapeStatus may reuse.
+const rejectedTTL = time.Minute
+
+// rejected counts the prefixes each peer sent that the import policy
+// refused; unless fresh, a count younger than rejectedTTL is reused.
+func (a *Agent) rejected(ctx context.Context, b *bgpState, fresh bool) (map[netip.Addr]int, error) {
+	a.rejMu.Lock()
+	defer a.rejMu.Unlock()
+	if !fresh && a.rejCount != nil && time.Since(a.rejAt) < rejectedTTL {
+		return a.rejCount, nil
+	}
+	m, err := b.speaker.Rejected(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.rejCount, a.rejAt = m, time.Now()
+	return m, nil
+}
+
+func (a *Agent) status(ctx context.Context, fresh bool) (StatusView, error) {
 	b := a.bgpOf()
 	v := StatusView{Node: a.cfg.NodeName, Started: a.startedAt, BGP: b != nil}
 	if err := a.Ready(); err != nil {
@@ -144,6 +173,14 @@ func (a *Agent) Status(ctx context.Context) (StatusView, error) {
 	if err != nil {
 		return v, err
 	}
+	// GoBGP's own "accepted" leaves out only the paths it drops for an AS
+	// or originator loop, not those the import policy refuses: those are
+	// counted by walking each peer's Adj-RIB-In (what a debug call or a
+	// scrape costs on a peer with a big table).
+	rejected, err := a.rejected(ctx, b, fresh)
+	if err != nil {
+		return v, err
+	}
 	v.AS, v.RouterID = st.AS, st.RouterID
 	kinds := make(map[netip.Addr]bgpsession.SessionInfo, len(snap.Sessions))
 	for _, s := range snap.Sessions {
@@ -151,11 +188,10 @@ func (a *Agent) Status(ctx context.Context) (StatusView, error) {
 	}
 	for _, p := range st.Peers {
 		pv := PeerView{Address: p.Address, AS: p.AS, State: p.State, Since: p.Since,
-			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised,
+			Received: p.Received, Advertised: p.Advertised,
 			EndOfRIB: !p.EndOfRIB.IsZero(), Flaps: p.Flaps, LastDown: p.LastDown}
-		if p.Received > p.Accepted {
-			pv.Rejected = p.Received - p.Accepted
-		}
+		pv.Rejected = uint64(rejected[p.Address])
+		pv.Accepted = p.Accepted - min(p.Accepted, pv.Rejected)
 		if k, ok := kinds[p.Address]; ok {
 			// Session names are "<kind>/<node or BGPPeer>".
 			pv.Kind, pv.Name = string(k.Kind), k.Name

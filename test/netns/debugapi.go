@@ -102,7 +102,7 @@ func DebugBGP(socket string, timeout time.Duration) (AgentBGP, error) {
 		return v, err
 	}
 	for _, r := range v.Routes.GetRoutes() {
-		if !r.GetHeld() {
+		if !r.GetHeld() && !r.GetRejected() {
 			v.Learned = append(v.Learned, r.GetPrefix()+" via "+r.GetNextHop())
 		}
 	}

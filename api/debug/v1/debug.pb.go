@@ -239,9 +239,11 @@ type Peer struct {
 	// since is when the session became established (unset otherwise).
 	Since         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
 	UptimeSeconds uint64                 `protobuf:"varint,7,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
-	// Prefix counts, IPv4 unicast. received: in the peer's Adj-RIB-In;
-	// accepted: passed the import policy; rejected: refused by it;
-	// advertised: sent to the peer (prefixes only, never End-of-RIB).
+	// Prefix counts, IPv4 unicast. received: in the peer's Adj-RIB-In
+	// (paths dropped for an AS or originator loop included); accepted:
+	// passed the loop checks and the import policy; rejected: refused by
+	// the import policy; advertised: sent to the peer (prefixes only,
+	// never End-of-RIB).
 	Received   uint64 `protobuf:"varint,8,opt,name=received,proto3" json:"received,omitempty"`
 	Accepted   uint64 `protobuf:"varint,9,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	Rejected   uint64 `protobuf:"varint,10,opt,name=rejected,proto3" json:"rejected,omitempty"`
