@@ -70,5 +70,6 @@ func (c *client) status(ctx context.Context) (*debugv1.StatusReply, error) {
 	if err != nil {
 		return nil, c.explain(err)
 	}
+	sortPeers(r.Peers)
 	return r, nil
 }

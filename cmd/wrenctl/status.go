@@ -20,7 +20,6 @@ func cmdStatus(ctx context.Context, c *client, o options, args []string, w io.Wr
 	if err != nil {
 		return err
 	}
-	sortPeers(r.Peers)
 	if o.output == "json" || o.output == "yaml" {
 		return printMessage(w, o.output, r)
 	}
@@ -63,7 +62,6 @@ func cmdPeers(ctx context.Context, c *client, o options, args []string, w io.Wri
 	if err != nil {
 		return err
 	}
-	sortPeers(r.Peers)
 	if o.output == "json" || o.output == "yaml" {
 		return printMessage(w, o.output, &debugv1.StatusReply{Peers: r.Peers})
 	}

@@ -211,8 +211,7 @@ func (a *Agent) takeEvents() {
 					// ADD, before any run had the pod in its desired
 					// state: the reconcilers' pins of its veth and /32
 					// would never be dropped, and both would stay.
-					a.arp.Unpin(w.HostIface)
-					a.routes.Unpin(netip.PrefixFrom(w.IP, 32))
+					a.unpinPod(w)
 				}
 				delete(a.pinned, e.handle)
 				a.released[e.handle] = time.Now()
@@ -628,6 +627,12 @@ func (a *Agent) Housekeep(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("release blocks of deleted nodes: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// unpinPod drops the pins CNI ADD put on a pod's veth and /32.
+func (a *Agent) unpinPod(w model.Workload) {
+	a.arp.Unpin(w.HostIface)
+	a.routes.Unpin(netip.PrefixFrom(w.IP, 32))
 }
 
 // forget drops the workloads of handles GC released (pods deleted without

@@ -143,8 +143,7 @@ func (a *Agent) setupPod(ctx context.Context, podNS netns.NsHandle, w model.Work
 		}
 	}
 	if err != nil {
-		a.arp.Unpin(w.HostIface)
-		a.routes.Unpin(route.Dst)
+		a.unpinPod(w)
 		return err
 	}
 	return nil
@@ -191,8 +190,7 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 // desired state cannot bring it back: the reconcilers never create a veth,
 // and a route through a missing device is held, not written.
 func (a *Agent) teardownPod(w model.Workload, handle string) error {
-	a.arp.Unpin(w.HostIface)
-	a.routes.Unpin(netip.PrefixFrom(w.IP, 32))
+	a.unpinPod(w)
 	if err := proxyarp.TeardownPod(a.nl, w); err != nil {
 		return err
 	}

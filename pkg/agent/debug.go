@@ -86,6 +86,16 @@ func (a *Agent) handle() (*netlink.Handle, error) {
 	return netlink.NewHandle()
 }
 
+// listLinks lists the links; a dump the kernel flags as interrupted (a
+// link changed meanwhile) is good enough for a debug view.
+func listLinks(h *netlink.Handle) ([]netlink.Link, error) {
+	ls, err := h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	return ls, nil
+}
+
 // linkNames maps interface indexes to names.
 func (a *Agent) linkNames() (map[int]string, error) {
 	h, err := a.handle()
@@ -93,9 +103,9 @@ func (a *Agent) linkNames() (map[int]string, error) {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	ls, err := h.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("list links: %w", err)
+	ls, err := listLinks(h)
+	if err != nil {
+		return nil, err
 	}
 	m := make(map[int]string, len(ls))
 	for _, l := range ls {
@@ -260,9 +270,9 @@ func (a *Agent) Links(ctx context.Context) ([]TunnelView, []VethView, error) {
 		return nil, nil, fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	ls, err := h.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, nil, fmt.Errorf("list links: %w", err)
+	ls, err := listLinks(h)
+	if err != nil {
+		return nil, nil, err
 	}
 	byName := map[string]netlink.Link{}
 	for _, l := range ls {

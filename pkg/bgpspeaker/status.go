@@ -3,6 +3,7 @@ package bgpspeaker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -143,12 +144,7 @@ func (s *Speaker) adjIn(peer netip.Addr, fn func(p netip.Prefix, filtered bool))
 // import policy rejected. It walks each peer's Adj-RIB-In inside GoBGP's
 // management loop: for the debug API and tests, never a hot path.
 func (s *Speaker) Rejected(ctx context.Context) (map[netip.Addr]int, error) {
-	s.mu.Lock()
-	peers := make([]netip.Addr, 0, len(s.peers))
-	for a := range s.peers {
-		peers = append(peers, a)
-	}
-	s.mu.Unlock()
+	peers := s.peerAddrs()
 	out := make(map[netip.Addr]int, len(peers))
 	for _, a := range peers {
 		if err := ctx.Err(); err != nil {
@@ -167,6 +163,13 @@ func (s *Speaker) Rejected(ctx context.Context) (map[netip.Addr]int, error) {
 	return out, nil
 }
 
+// peerAddrs is the configured neighbours' addresses, sorted.
+func (s *Speaker) peerAddrs() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.SortedFunc(maps.Keys(s.peers), netip.Addr.Compare)
+}
+
 // RejectedPath is a prefix a peer sent that the import policy refused.
 type RejectedPath struct {
 	Prefix netip.Prefix
@@ -178,13 +181,7 @@ type RejectedPath struct {
 // refused: at most most of them (by peer, then prefix), and how many there
 // are in all. It walks each peer's Adj-RIB-In like Rejected.
 func (s *Speaker) RejectedPaths(ctx context.Context, within netip.Prefix, most int) ([]RejectedPath, int, error) {
-	s.mu.Lock()
-	peers := make([]netip.Addr, 0, len(s.peers))
-	for a := range s.peers {
-		peers = append(peers, a)
-	}
-	s.mu.Unlock()
-	slices.SortFunc(peers, netip.Addr.Compare)
+	peers := s.peerAddrs()
 	var out []RejectedPath
 	total := 0
 	for _, a := range peers {
