@@ -21,6 +21,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&BGPConfiguration{}, &BGPConfigurationList{},
 		&BGPPeer{}, &BGPPeerList{},
 		&IPAMBlock{}, &IPAMBlockList{},
+		&IPReservation{}, &IPReservationList{},
+		&IPAMConfiguration{}, &IPAMConfigurationList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
