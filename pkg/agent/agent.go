@@ -495,6 +495,9 @@ func (a *Agent) checkPeers() {
 		return
 	}
 	for _, p := range peers {
+		if !p.IP.IsValid() {
+			continue // a peerSelector: the nodes' addresses
+		}
 		if err := a.host.Reachable(p.IP); err != nil {
 			a.cluster.Warn("BGPPeer", p.Name, "PeerUnreachable",
 				fmt.Sprintf("spec.peerIP %s is unreachable from node %s (%v); fix the address or the node's routes", p.IP, a.cfg.NodeName, err))

@@ -11,6 +11,7 @@ import (
 	"github.com/wren-net/wren/pkg/bgpsession"
 	"github.com/wren-net/wren/pkg/bgpspeaker"
 	"github.com/wren-net/wren/pkg/desired"
+	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/routes"
 )
@@ -34,6 +35,10 @@ type bgpState struct {
 
 	wake   *time.Timer // pokes the loop at wakeAt: the next time-driven BGP step
 	wakeAt time.Time
+
+	// isolated: the last run wanted no session while other nodes hold
+	// blocks this node reaches through BGP (checkIsolated).
+	isolated bool
 }
 
 // wakeBy makes the loop run again no later than t (one timer, set to the
@@ -181,6 +186,7 @@ func (a *Agent) applyBGP(ctx context.Context, in desired.Inputs, self model.Node
 		return err
 	}
 	wants := bgpsession.Wants(self, nodes, peers, cfg, a.selfIP(), a.cluster.Warn)
+	a.checkIsolated(self, wants, in, cfg)
 	var errs []error
 	// The policy first: GoBGP accepts everything until one is assigned.
 	if err := b.speaker.SetPolicy(ctx, bgpsession.Policy(self, nodes, in.Pools, in.Blocks, cfg)); err != nil {
@@ -208,4 +214,49 @@ func (a *Agent) selfIP() netip.Addr {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.self.IP.Addr()
+}
+
+// checkIsolated warns when the node is about to lose every BGP session
+// while other nodes hold blocks it reaches only through BGP (not through
+// a VXLAN pool, whose routes come from the IPAMBlocks): once the sessions
+// are gone their routes are withdrawn. The Warning Event on the Node and
+// the log line name the cause and the fix; they come from the run that
+// drops the sessions, before any route is withdrawn.
+func (a *Agent) checkIsolated(self model.NodeInfo, wants []bgpsession.Want, in desired.Inputs, cfg model.BGPConfig) {
+	b := a.bgp
+	remote := 0
+	if len(wants) == 0 {
+		for _, blk := range in.Blocks {
+			if blk.Affinity == "" || blk.Affinity == self.Name || blk.State != ipam.StateConfirmed {
+				continue
+			}
+			for _, p := range in.Pools {
+				if p.CIDR.Overlaps(blk.CIDR) && p.VXLAN == model.EncapNever {
+					remote++
+					break
+				}
+			}
+		}
+	}
+	was := b.isolated
+	b.isolated = remote > 0
+	switch {
+	case b.isolated && !was:
+		var cause string
+		switch {
+		case cfg.MeshPasswordMissing:
+			cause = "the node-to-node mesh waits for its password Secret (BGPConfiguration default, spec.nodeMeshPassword) and no BGPPeer applies to it"
+		case !cfg.MeshEnabled:
+			cause = "nodeToNodeMeshEnabled is false in BGPConfiguration default and no BGPPeer applies to it"
+		default:
+			cause = "no other node has a BGP address yet and no BGPPeer applies to it"
+		}
+		msg := fmt.Sprintf("node %s has no BGP session: %s; routes to other nodes' blocks are withdrawn once the sessions are gone. "+
+			"Fix: add a BGPPeer for this node (e.g. nodeSelector: all() with peerSelector: \"wren.network/route-reflector == 'true'\" and a node labelled wren.network/route-reflector=true), "+
+			"or set nodeToNodeMeshEnabled: true", self.Name, cause)
+		a.log.Warn("node has no BGP session while other nodes hold blocks it must reach", "blocks", remote, "cause", cause)
+		a.cluster.Warn("Node", self.Name, "NoBGPSessions", msg)
+	case !b.isolated && was:
+		a.log.Info("node has BGP sessions again", "sessions", len(wants))
+	}
 }

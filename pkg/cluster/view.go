@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -170,32 +171,25 @@ func (v *View) Pools() ([]model.Pool, error) {
 	return pools, nil
 }
 
-// BGPPeers returns the explicit peers that name an IP ("ip" or
-// "ip:port"); selector-based peers have none.
+// BGPPeers returns the explicit peers, sorted by name: those that name
+// an IP ("ip" or "ip:port") and those that select nodes (peerSelector).
+// What admission could not catch (both peerIP and peerSelector or
+// neither, from a client that skipped validation) is reported as an
+// Event naming the BGPPeer, and that peer is left out.
 func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 	var l v1alpha1.BGPPeerList
 	if err := v.cache.List(context.Background(), &l); err != nil {
 		return nil, fmt.Errorf("list bgppeers: %w", err)
 	}
+	slices.SortFunc(l.Items, func(a, b v1alpha1.BGPPeer) int { return strings.Compare(a.Name, b.Name) })
 	var out []model.BGPPeer
 	for _, p := range l.Items {
-		if p.Spec.PeerIP == "" {
-			continue
-		}
-		var peer model.BGPPeer
-		if ap, err := netip.ParseAddrPort(p.Spec.PeerIP); err == nil {
-			peer = model.BGPPeer{Name: p.Name, IP: ap.Addr(), Port: int(ap.Port())}
-		} else if a, err := netip.ParseAddr(p.Spec.PeerIP); err == nil {
-			peer = model.BGPPeer{Name: p.Name, IP: a}
-		} else {
-			v.Warn("BGPPeer", p.Name, "InvalidPeerIP", fmt.Sprintf("spec.peerIP %q is not ip or ip:port", p.Spec.PeerIP))
+		peer, prob, ok := parseBGPPeer(&p)
+		if !ok {
+			v.report(prob)
 			continue
 		}
 		sp := p.Spec
-		if sp.ASNumber != nil {
-			peer.AS = uint32(*sp.ASNumber)
-		}
-		peer.Node, peer.NodeSelector = sp.Node, sp.NodeSelector
 		if sp.KeepaliveTime != nil {
 			peer.Keepalive = sp.KeepaliveTime.Duration
 		}
@@ -219,6 +213,38 @@ func (v *View) BGPPeers() ([]model.BGPPeer, error) {
 		out = append(out, peer)
 	}
 	return out, nil
+}
+
+// parseBGPPeer translates what a BGPPeer says about the remote side and
+// the source address; a peer that names no usable remote side comes back
+// with the problem to report.
+func parseBGPPeer(p *v1alpha1.BGPPeer) (model.BGPPeer, problem, bool) {
+	sp := p.Spec
+	bad := func(reason, msg string) (model.BGPPeer, problem, bool) {
+		return model.BGPPeer{}, problem{Kind: "BGPPeer", Name: p.Name, Reason: reason, Message: msg}, false
+	}
+	peer := model.BGPPeer{Name: p.Name, Node: sp.Node, NodeSelector: sp.NodeSelector,
+		KernelSource: sp.SourceAddress == v1alpha1.SourceAddressNone}
+	switch {
+	case sp.PeerIP != "" && sp.PeerSelector != "":
+		return bad("InvalidPeer", "spec.peerIP and spec.peerSelector are both set: keep peerIP (with asNumber) to peer with one router, or peerSelector to peer with the nodes it selects; this BGPPeer gives no session until one is removed")
+	case sp.PeerIP == "" && sp.PeerSelector == "":
+		return bad("InvalidPeer", "neither spec.peerIP nor spec.peerSelector is set: add peerIP (with asNumber) to peer with one router, or peerSelector to peer with the nodes it selects")
+	case sp.PeerSelector != "":
+		peer.PeerSelector = sp.PeerSelector
+		return peer, problem{}, true
+	}
+	if ap, err := netip.ParseAddrPort(sp.PeerIP); err == nil {
+		peer.IP, peer.Port = ap.Addr(), int(ap.Port())
+	} else if a, err := netip.ParseAddr(sp.PeerIP); err == nil {
+		peer.IP = a
+	} else {
+		return bad("InvalidPeerIP", fmt.Sprintf("spec.peerIP %q is not ip or ip:port", sp.PeerIP))
+	}
+	if sp.ASNumber != nil {
+		peer.AS = uint32(*sp.ASNumber)
+	}
+	return peer, problem{}, true
 }
 
 // BGPConfig returns the BGPConfiguration named default with defaults

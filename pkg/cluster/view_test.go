@@ -138,7 +138,8 @@ func TestViewBGPPeerPassword(t *testing.T) {
 }
 
 // TestViewBGPPeerFields: every field of a BGPPeer with peerIP reaches the
-// agent's model.BGPPeer, maxPrefixes included, and an edit of the limit
+// agent's model.BGPPeer, maxPrefixes included, and so do a peerSelector
+// and sourceAddress None, and an edit of the limit
 // arrives too (the speaker re-creates the session on it). A peer without
 // maxPrefixes has no limit (0).
 func TestViewBGPPeerFields(t *testing.T) {
@@ -163,13 +164,16 @@ func TestViewBGPPeerFields(t *testing.T) {
 		TTLSecurity: &ttl, MaxPrefixes: &limit}}
 	plain := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "plain"}, Spec: v1alpha1.BGPPeerSpec{
 		PeerIP: "198.18.0.2", ASNumber: &as, Node: "node-a"}}
-	for _, p := range []*v1alpha1.BGPPeer{tor, plain} {
+	toRR := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "to-rr"}, Spec: v1alpha1.BGPPeerSpec{
+		NodeSelector: "all()", PeerSelector: "wren.network/route-reflector == 'true'", SourceAddress: v1alpha1.SourceAddressNone}}
+	for _, p := range []*v1alpha1.BGPPeer{tor, plain, toRR} {
 		if err := c.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := []model.BGPPeer{
 		{Name: "plain", IP: netip.MustParseAddr("198.18.0.2"), AS: 65001, Node: "node-a"},
+		{Name: "to-rr", NodeSelector: "all()", PeerSelector: "wren.network/route-reflector == 'true'", KernelSource: true},
 		{Name: "tor", IP: netip.MustParseAddr("198.18.0.1"), Port: 1179, AS: 65001, NodeSelector: "rack == 'r1'",
 			Keepalive: 20 * time.Second, RestartTime: 2 * time.Minute, TTLSecurity: 1, MaxPrefixes: 1000},
 	}
@@ -198,6 +202,6 @@ func TestViewBGPPeerFields(t *testing.T) {
 	if err := c.Update(ctx, tor); err != nil {
 		t.Fatal(err)
 	}
-	want[1].MaxPrefixes = 250000
+	want[2].MaxPrefixes = 250000
 	poll("maxPrefixes raised", want)
 }

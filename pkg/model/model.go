@@ -341,6 +341,9 @@ type BGPSession struct {
 	// MaxPrefixes cuts the session when the peer sends more prefixes; 0
 	// means no limit.
 	MaxPrefixes uint32
+	// KernelSource: the BGPPeer's sourceAddress is None, so the kernel
+	// picks the session's local address instead of the node IP.
+	KernelSource bool
 }
 
 // SessionKind is why a BGP session exists (the peer types of the debug
@@ -375,6 +378,12 @@ type BGPPeer struct {
 	// every node.
 	Node         string
 	NodeSelector string
+	// PeerSelector (instead of IP and AS) peers with every node matching
+	// it, at that node's address and AS; the matching nodes peer back.
+	PeerSelector string
+	// KernelSource: sourceAddress None (the kernel picks the local
+	// address); the default, UseNodeIP, binds the session to the node IP.
+	KernelSource bool
 	Keepalive    time.Duration
 	RestartTime  time.Duration
 	TTLSecurity  int
