@@ -154,7 +154,9 @@ bgppeer/peer-with-route-reflectors/c 198.18.1.13:0 as64512 active
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			warn := func(kind, name, reason, message string) { t.Errorf("unexpected warning %s %s %s: %s", kind, name, reason, message) }
+			warn := func(kind, name, reason, message string) {
+				t.Errorf("unexpected warning %s %s %s: %s", kind, name, reason, message)
+			}
 			got := sessionLines(ExplicitSessions(tc.self, nodes, tc.peers, MeshConfig{}, warn))
 			if want := strings.TrimPrefix(tc.want, "\n"); got != want {
 				t.Errorf("got:\n%swant:\n%s", got, want)
@@ -195,7 +197,9 @@ func TestCalicoRouteReflectorGuide(t *testing.T) {
 		}
 		return out
 	}
-	noWarn := func(kind, name, reason, message string) { t.Errorf("unexpected warning %s %s %s: %s", kind, name, reason, message) }
+	noWarn := func(kind, name, reason, message string) {
+		t.Errorf("unexpected warning %s %s %s: %s", kind, name, reason, message)
+	}
 	for _, self := range nodes {
 		local := self.IP.Addr()
 		label := Wants(self, nodes, nil, model.BGPConfig{MeshEnabled: true, ListenPort: 179}, local, noWarn)
