@@ -30,6 +30,7 @@ func TestBGPCluster(t *testing.T) {
 	e := upCluster(t, lab.ModeBGP, "wrent-kb-")
 	t.Run("Rollout", e.testRollout)
 	t.Run("RBAC", e.sub(t, (*env).testRBAC))
+	t.Run("RouteReflectorGuide", e.sub(t, (*env).testRRGuide))
 	t.Run("UpgradeWithoutLoss", e.sub(t, (*env).testUpgrade))
 	t.Run("APIServerOutage", e.sub(t, (*env).testOutage))
 	t.Run("DrainAndReturn", e.sub(t, (*env).testDrain))

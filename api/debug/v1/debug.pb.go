@@ -231,7 +231,8 @@ type Peer struct {
 	// node reflects to the peer), "global" or "node-specific" (a BGPPeer),
 	// or "retiring" (an old session kept until its replacement is up).
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	// name is the node the session goes to, or the BGPPeer's name.
+	// name is the node the session goes to, the BGPPeer's name (a router
+	// it names), or "<BGPPeer>/<node>" (a node its selectors pick).
 	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
 	// state is the BGP FSM state in lower case: idle, connect, active,
 	// opensent, openconfirm, established.
