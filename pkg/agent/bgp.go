@@ -251,7 +251,7 @@ func (a *Agent) checkIsolated(self model.NodeInfo, wants []bgpsession.Want, in d
 		default:
 			cause = "no other node has a BGP address yet and no BGPPeer applies to it"
 		}
-		msg := fmt.Sprintf("node %s has no BGP session: %s; routes to other nodes' blocks are withdrawn once the sessions are gone. "+
+		msg := fmt.Sprintf("%s has no BGP session: %s; routes to other nodes' blocks are withdrawn once the sessions are gone. "+
 			"Fix: add a BGPPeer for this node (e.g. nodeSelector: all() with peerSelector: \"wren.network/route-reflector == 'true'\" and a node labelled wren.network/route-reflector=true), "+
 			"or set nodeToNodeMeshEnabled: true", self.Name, cause)
 		a.log.Warn("node has no BGP session while other nodes hold blocks it must reach", "blocks", remote, "cause", cause)
