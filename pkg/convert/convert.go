@@ -34,7 +34,8 @@ import (
 
 // APIVersion is the apiVersion of Calico's API (calicoctl and the Calico
 // API server); CRDVersion that of the CRDs Calico stores them in, which
-// kubectl prints when no Calico API server is installed. Both are read.
+// kubectl prints when no Calico API server is installed. Both are read,
+// and so are Kubernetes Nodes (v1) for Calico's BGP annotations on them.
 const (
 	APIVersion = "projectcalico.org/v3"
 	CRDVersion = "crd.projectcalico.org/v1"
@@ -168,7 +169,7 @@ func (r Result) Report(w io.Writer) error {
 		b.WriteString(f.String())
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "wrenctl convert: %d Calico objects read, %d Wren objects written, %d not converted, %d findings\n",
+	fmt.Fprintf(&b, "wrenctl convert: Calico objects read: %d, Wren objects written: %d, not converted: %d, findings: %d\n",
 		r.In, len(r.Objects), len(r.NotConverted), len(r.Findings))
 	if cmds := r.Commands(); len(cmds) > 0 {
 		b.WriteString("Run after applying the output:\n")
@@ -258,6 +259,11 @@ func (c *converter) object(where string, m map[string]any) {
 	id := where
 	if kind != "" && name != "" {
 		id = kind + "/" + name
+	}
+	if apiVersion == "v1" && kind == "Node" && name != "" {
+		o := &obj{c: c, id: id, kind: kind, name: name}
+		o.kubeNode(md)
+		return
 	}
 	if apiVersion != APIVersion && apiVersion != CRDVersion {
 		c.fail(id, "", "apiVersion %q is not Calico's (%s or %s); not converted", apiVersion, APIVersion, CRDVersion)

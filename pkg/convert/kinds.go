@@ -467,26 +467,9 @@ func (o *obj) node(spec map[string]any) {
 	if bm == nil {
 		bm = map[string]any{}
 	}
-	acted := false
-	if v, ok := o.str(bm, "spec.bgp.", "routeReflectorClusterID"); ok {
-		value := v
-		if ip, err := netip.ParseAddr(v); err != nil || !ip.Is4() {
-			o.find("spec.bgp.routeReflectorClusterID", Warning, "%q is no dotted-quad cluster ID; the label is set to true (the default cluster ID)", v)
-			value = "true"
-		}
-		o.c.add(Finding{Object: o.id, Field: "spec.bgp.routeReflectorClusterID", Level: Action,
-			Message: fmt.Sprintf("%q: Wren makes a node a route reflector by the label %s=%s", v, labelRouteReflector, value),
-			Command: fmt.Sprintf("kubectl label node %s %s=%s --overwrite", o.name, labelRouteReflector, value)})
-		acted = true
-	}
-	if v, ok := take(bm, "asNumber"); ok {
-		if as := o.asNumber("spec.bgp.asNumber", v); as != nil {
-			o.c.add(Finding{Object: o.id, Field: "spec.bgp.asNumber", Level: Action,
-				Message: fmt.Sprintf("%d: Wren reads a node's own AS from the annotation %s", *as, annotationASNumber),
-				Command: fmt.Sprintf("kubectl annotate node %s %s=%d --overwrite", o.name, annotationASNumber, *as)})
-			acted = true
-		}
-	}
+	rr, hasRR := o.str(bm, "spec.bgp.", "routeReflectorClusterID")
+	as, hasAS := take(bm, "asNumber")
+	acted := o.nodeCommands("spec.bgp.routeReflectorClusterID", rr, hasRR, "spec.bgp.asNumber", as, hasAS)
 	var written []string
 	for k := range bm {
 		written = append(written, "spec.bgp."+k)
@@ -498,6 +481,56 @@ func (o *obj) node(spec map[string]any) {
 	if len(written) > 0 {
 		o.find(strings.Join(written, ", "), Dropped, "written by calico-node for itself: Wren's agent detects the node's address (--node-ip-method) and allocates its own tunnel addresses")
 	}
+	o.nodeDone(acted)
+}
+
+// Annotations in which Calico keeps a Kubernetes Node's BGP settings
+// when its datastore is the Kubernetes API (where calicoctl shows them
+// as the Calico Node's spec.bgp).
+const (
+	calicoAnnotationRRClusterID = "projectcalico.org/RouteReflectorClusterID"
+	calicoAnnotationASNumber    = "projectcalico.org/ASNumber"
+)
+
+// kubeNode reads Calico's annotations of a Kubernetes Node (kubectl get
+// nodes -o yaml); the rest of a Kubernetes Node is not Calico's and is
+// not looked at.
+func (o *obj) kubeNode(md map[string]any) {
+	ann, _ := md["annotations"].(map[string]any)
+	rr, hasRR := o.str(ann, "metadata.annotations.", calicoAnnotationRRClusterID)
+	as, hasAS := take(ann, calicoAnnotationASNumber)
+	acted := o.nodeCommands("metadata.annotations."+calicoAnnotationRRClusterID, rr, hasRR,
+		"metadata.annotations."+calicoAnnotationASNumber, as, hasAS)
+	o.nodeDone(acted)
+}
+
+// nodeCommands adds the kubectl commands that give a node Wren's route
+// reflector label and AS annotation; it says whether there was any.
+func (o *obj) nodeCommands(rrField, rr string, hasRR bool, asField string, as any, hasAS bool) bool {
+	acted := false
+	if hasRR {
+		value := rr
+		if ip, err := netip.ParseAddr(rr); err != nil || !ip.Is4() {
+			o.find(rrField, Warning, "%q is no dotted-quad cluster ID; the label is set to true (the default cluster ID)", rr)
+			value = "true"
+		}
+		o.c.add(Finding{Object: o.id, Field: rrField, Level: Action,
+			Message: fmt.Sprintf("%q: Wren makes a node a route reflector by the label %s=%s", rr, labelRouteReflector, value),
+			Command: fmt.Sprintf("kubectl label node %s %s=%s --overwrite", o.name, labelRouteReflector, value)})
+		acted = true
+	}
+	if hasAS {
+		if n := o.asNumber(asField, as); n != nil {
+			o.c.add(Finding{Object: o.id, Field: asField, Level: Action,
+				Message: fmt.Sprintf("%d: Wren reads a node's own AS from the annotation %s", *n, annotationASNumber),
+				Command: fmt.Sprintf("kubectl annotate node %s %s=%d --overwrite", o.name, annotationASNumber, *n)})
+			acted = true
+		}
+	}
+	return acted
+}
+
+func (o *obj) nodeDone(acted bool) {
 	if o.failed {
 		o.c.res.NotConverted = append(o.c.res.NotConverted, o.id)
 		return
