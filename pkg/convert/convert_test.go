@@ -3,6 +3,7 @@ package convert
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,4 +167,32 @@ spec:
 	if !strings.Contains(res.Findings[1].Message, "Wren's BGPPeer has no such field") {
 		t.Errorf("message %q", res.Findings[1].Message)
 	}
+}
+
+// FuzzConvert: no input makes Convert panic, every object read is
+// written, skipped or named as not converted, and the output renders.
+func FuzzConvert(f *testing.F) {
+	ins, _ := filepath.Glob("testdata/*/in.yaml")
+	for _, in := range ins {
+		b, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		res, err := Convert(in)
+		if err != nil {
+			return
+		}
+		if _, err := res.YAML(); err != nil {
+			t.Fatalf("YAML: %v", err)
+		}
+		if n := len(res.Objects) + len(res.NotConverted); n > res.In {
+			t.Fatalf("%d objects written or not converted, %d read", n, res.In)
+		}
+		if err := res.Report(io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
