@@ -42,6 +42,10 @@ Commands:
              --show-blocks adds the blocks and their nodes,
              --show-borrowed the addresses borrowed from other nodes' blocks
   version    wrenctl's version and the agent's
+  convert [FILE|-]
+             Calico YAML (projectcalico.org/v3) from FILE or stdin to
+             Wren YAML on stdout, what it could not carry over on stderr;
+             needs no agent (docs/migrating.md)
 
 Flags:
 `
@@ -83,6 +87,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	if cmd == "convert" { // offline: no agent to dial
+		return runConvert(rest, os.Stdin, stdout, stderr)
+	}
 	var f func(context.Context, *client, options, []string, io.Writer) error
 	switch cmd {
 	case "status":
