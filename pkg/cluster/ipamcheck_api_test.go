@@ -342,3 +342,50 @@ func TestIPAMReleaseAPIConflict(t *testing.T) {
 		t.Errorf("block after a release that raced with an allocation: %v, want %v", got, want)
 	}
 }
+
+// lateClient creates a pod and its allocation just after CheckIPAM's
+// first pod list, as a CNI ADD racing with the check would.
+type lateClient struct {
+	client.Client
+	t    *testing.T
+	done bool
+}
+
+func (l *lateClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := l.Client.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if _, ok := list.(*corev1.PodList); ok && !l.done {
+		l.done = true
+		seedPod(l.t, l.Client, "default", "late-1", "node-a", false, corev1.PodPending)
+		b := getBlock(l.t, l.Client, "10.244.8.0/26")
+		b.Spec.Allocations = append(b.Spec.Allocations, alloc("10.244.8.30", "default", "late-1", "c30", "node-a"))
+		if err := l.Client.Update(ctx, b); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return nil
+}
+
+// TestIPAMCheckAPIRace: a pod created (and its address allocated) after
+// CheckIPAM listed the pods is not reported as a leak: having found
+// problems, the check lists pods again after the blocks.
+func TestIPAMCheckAPIRace(t *testing.T) {
+	c, err := cluster.NewClient(kubetest.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedIPAMProblems(t, c)
+	lc := &lateClient{Client: c, t: t}
+	r, err := cluster.CheckIPAM(context.Background(), lc)
+	if err != nil || !lc.done {
+		t.Fatalf("CheckIPAM = %v (pod created: %v)", err, lc.done)
+	}
+	var leaked []string
+	for _, l := range r.Leaked {
+		leaked = append(leaked, l.IP.String())
+	}
+	if want := []string{"10.244.8.2", "10.244.8.6", "10.244.8.9", "10.244.8.65"}; !cmp.Equal(leaked, want) || r.Summary.Allocations != 10 {
+		t.Errorf("leaked %v of %d allocations, want %v of 10 (10.244.8.30 is late-1's, created during the check)", leaked, r.Summary.Allocations, want)
+	}
+}
