@@ -207,8 +207,8 @@ func TestWrenctlIPAMCheckRelease(t *testing.T) {
 		Summary cluster.IPAMSummary
 	}
 	wantReport := report{
-		Leaked:  []finding{{IP: "10.244.8.2", Block: "10.244.8.0/26", Owner: "default/gone-1", Node: "node-a", Reason: "pod default/gone-1 does not exist"}},
-		Missing: []finding{{IP: "10.244.8.130", Pod: "default/lost-1", Node: "node-b", Reason: "no allocation"}},
+		Leaked:   []finding{{IP: "10.244.8.2", Block: "10.244.8.0/26", Owner: "default/gone-1", Node: "node-a", Reason: "pod default/gone-1 does not exist"}},
+		Missing:  []finding{{IP: "10.244.8.130", Pod: "default/lost-1", Node: "node-b", Reason: "no allocation"}},
 		Borrowed: []finding{{IP: "10.244.8.4", Block: "10.244.8.0/26", Pod: "default/web-2", Node: "node-b"}},
 		OrphanBlocks: []struct {
 			Block, Node string
@@ -224,6 +224,7 @@ func TestWrenctlIPAMCheckRelease(t *testing.T) {
 		var got report
 		var err error
 		if format == "json" {
+			t.Logf("ipam check -o json:\n%s", out)
 			err = json.Unmarshal([]byte(out), &got)
 		} else {
 			err = yaml.Unmarshal([]byte(out), &got)
