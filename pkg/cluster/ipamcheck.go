@@ -167,8 +167,10 @@ func allocOwner(al ipam.Allocation) (pod, node string) {
 	return "", ""
 }
 
-// allocIndex is every allocation by address.
-type allocIndex map[netip.Addr]struct {
+// allocIndex is every allocation by address, with its block.
+type allocIndex map[netip.Addr]located
+
+type located struct {
 	al ipam.Allocation
 	b  ipam.Block
 }
@@ -177,10 +179,7 @@ func indexAllocations(blocks []ipam.Block) allocIndex {
 	idx := allocIndex{}
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			idx[al.IP] = struct {
-				al ipam.Allocation
-				b  ipam.Block
-			}{al, b}
+			idx[al.IP] = located{al, b}
 		}
 	}
 	return idx
