@@ -41,6 +41,12 @@ Commands:
   ipam show  the IP pools and their usage (like calicoctl ipam show);
              --show-blocks adds the blocks and their nodes,
              --show-borrowed the addresses borrowed from other nodes' blocks
+  ipam check [--kubeconfig PATH]
+             cluster-wide, from the Kubernetes API: leaked allocations,
+             pods without one, blocks of deleted nodes, borrowed addresses
+             (like calicoctl ipam check; exit status 1 on a problem)
+  ipam release --ip IP [--kubeconfig PATH]
+             free a leaked address, refused while a pod or node holds it
   version    wrenctl's version and the agent's
   convert [FILE|-]
              Calico YAML (projectcalico.org/v3) from FILE or stdin to
@@ -105,6 +111,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "explain":
 		f = cmdExplain
 	case "ipam":
+		if isIPAMAPICommand(rest) {
+			return runIPAMAPI(o, rest, stdout, stderr) // the API server, not the agent
+		}
 		f = cmdIPAM
 	case "version":
 		f = cmdVersion
