@@ -101,7 +101,7 @@ func (s *Speaker) SetGlobal(ctx context.Context, g Global) (bool, error) {
 		return true, fmt.Errorf("set bgp global %s: %w", cfg.global(), err)
 	}
 	s.restore(ctx)
-	s.log.Info("bgp speaker restarted with a new global configuration", "old", old.global(), "new", cfg.global(),
+	s.log.Debug("bgp speaker restarted with a new global configuration", "old", old.global(), "new", cfg.global(),
 		"peers", len(s.peers), "advertisements", len(s.adverts))
 	return true, nil
 }
