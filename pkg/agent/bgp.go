@@ -34,6 +34,11 @@ type bgpState struct {
 
 	wake   *time.Timer // pokes the loop at wakeAt: the next time-driven BGP step
 	wakeAt time.Time
+
+	// kernelRoutes reads the kernel's BGP routes for a new start-up
+	// window (followBGPGlobal); nil means kernelRemoteRoutes. The fake
+	// tier reads its fake kernel.
+	kernelRoutes func() ([]model.LearnedRoute, error)
 }
 
 // wakeBy makes the loop run again no later than t (one timer, set to the

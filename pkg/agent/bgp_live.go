@@ -51,7 +51,11 @@ func (a *Agent) followBGPGlobal(ctx context.Context, self model.NodeInfo, cfg mo
 	// start-up window must keep. Without them it would know only what the
 	// new sessions bring, and prune the rest once they have sent
 	// End-of-RIB; so an unreadable kernel postpones the change.
-	seed, err := a.kernelRemoteRoutes()
+	read := b.kernelRoutes
+	if read == nil {
+		read = a.kernelRemoteRoutes
+	}
+	seed, err := read()
 	if err != nil {
 		return fmt.Errorf("bgp %s: read the kernel's BGP routes first: %w", globalChange(old, want), err)
 	}
