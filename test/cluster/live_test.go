@@ -8,13 +8,9 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/internal/lab"
-	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
+	"github.com/wren-net/wren/pkg/cluster"
 	nstest "github.com/wren-net/wren/test/netns"
 )
 
@@ -28,15 +24,16 @@ func TestBGPClusterLiveAS(t *testing.T) {
 	t.Run("ASChange", e.sub(t, (*env).testLiveAS))
 }
 
-// testLiveAS sets the BGPConfiguration's asNumber from the default 64512
-// to 64700 while a workload pod on each node pings one on the next node
+// testLiveAS changes every node's AS from 64512 to 64700 while a workload pod on each node pings one on the next node
 // every 10 ms and every node's Wren routes are watched. Every agent
 // restarts its speaker's global part in place (no agent restart); every
 // session re-forms in AS 64700 (wrenctl status in each agent pod: the
 // node's AS, every peer established since after the change, from AS
 // 64700, with End-of-RIB); no ping is lost and no node deletes a route.
 // Without the live change the sessions never come back (the peers'
-// configs expect 64700 while the speakers still send 64512).
+// configs expect 64700 while the speakers still send 64512): checked by
+// hand with followBGPGlobal returning early, in test/netns
+// TestAgentBGPLiveChanges.
 func (e *env) testLiveAS() {
 	t := e.t
 	const newAS = 64700
@@ -46,22 +43,12 @@ func (e *env) testLiveAS() {
 
 	ws := e.watchAllRoutes()
 	ps := e.ringPingers()
+	// The lab gives every node its AS with the wren.network/as-number
+	// annotation (which overrides the BGPConfiguration's asNumber), so
+	// that is what changes, on every node.
 	changed := time.Now()
-	var cfg v1alpha1.BGPConfiguration
-	err := e.c.Get(e.ctx, client.ObjectKey{Name: v1alpha1.BGPConfigurationName}, &cfg)
-	as := v1alpha1.ASNumber(newAS)
-	switch {
-	case apierrors.IsNotFound(err):
-		cfg = v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.BGPConfigurationName},
-			Spec: v1alpha1.BGPConfigurationSpec{ASNumber: &as}}
-		err = e.c.Create(e.ctx, &cfg)
-	case err == nil:
-		orig := cfg.DeepCopy()
-		cfg.Spec.ASNumber = &as
-		err = e.c.Patch(e.ctx, &cfg, client.MergeFrom(orig))
-	}
-	if err != nil {
-		t.Fatalf("set the BGPConfiguration's asNumber to %d: %v", newAS, err)
+	for _, n := range e.lab.Nodes() {
+		e.kubectl("annotate", "--overwrite", "node", fmt.Sprintf("node-%d", n), fmt.Sprintf("%s=%d", cluster.AnnotationASNumber, newAS))
 	}
 	took := e.poll(90*time.Second, fmt.Sprintf("every session re-formed in AS %d", newAS), func() error {
 		for _, n := range e.lab.Nodes() {
