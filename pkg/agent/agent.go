@@ -437,6 +437,9 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		if bgpCfg, err = a.cluster.BGPConfig(); err != nil {
 			return err
 		}
+		// A new router ID, AS or listen port restarts the speaker's global
+		// part before the learned routes are read (bgp_live.go).
+		errs = append(errs, a.followBGPGlobal(ctx, self, bgpCfg))
 		a.bgpInputs(&in, nodes, bgpCfg)
 	}
 	podMTU := desired.PodMTU(pools, mtu)

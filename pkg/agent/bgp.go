@@ -39,6 +39,11 @@ type bgpState struct {
 	// isolated: the last run wanted no session while other nodes hold
 	// blocks this node reaches through BGP (checkIsolated).
 	isolated bool
+
+	// kernelRoutes reads the kernel's BGP routes for a new start-up
+	// window (followBGPGlobal); nil means kernelRemoteRoutes. The fake
+	// tier reads its fake kernel.
+	kernelRoutes func() ([]model.LearnedRoute, error)
 }
 
 // wakeBy makes the loop run again no later than t (one timer, set to the

@@ -16,6 +16,7 @@
 //     do I/O. [Speaker.Drain] hands out only the prefixes that changed since
 //     the last call (batched, coalesced per prefix), [Speaker.Learned] the
 //     whole table for full rebuilds, [Speaker.Sessions] the session table.
+//   - [Speaker.SetGlobal] changes the router ID, AS or listen port live.
 //   - [Speaker.Status] is a snapshot of the sessions with prefix counts for
 //     the debug API; it asks GoBGP's management loop.
 //
@@ -37,10 +38,11 @@
 // #6625). The agent therefore never stops the speaker on shutdown: it
 // lets the process exit, the TCP sessions break without a NOTIFICATION,
 // and the peers keep the node's routes until it comes back. [Speaker.Close]
-// sends Cease and is for tests and deliberate teardown. (GoBGP v4's
-// StopBgp can also end the sessions without one, allow_graceful_restart,
-// for a process that must stop the speaker and keep running; Wren has no
-// such caller.)
+// sends Cease and is for tests and deliberate teardown. GoBGP v4's
+// StopBgp can also end the sessions without one (allow_graceful_restart):
+// [Speaker.SetGlobal] uses it to change the router ID, AS or listen port
+// of a running speaker, replacing its GoBGP server the way an agent
+// restart would, without leaving the process.
 //
 // # TCP MD5 needs multipathtcp=0
 //

@@ -8,6 +8,7 @@ import (
 
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // Route is a best path learned from a peer.
@@ -72,6 +73,44 @@ type feed struct {
 	changed  chan struct{}
 	now      func() time.Time
 	logPeer  func(addr netip.Addr, state, why string)
+	// gen is the generation of the GoBGP server whose watch the feed
+	// takes: SetGlobal replaces the server, and the old one's last events
+	// (the withdrawals of its peers' routes as it stops) must not reach
+	// the table.
+	gen uint64
+}
+
+// anyGen marks a call that is not from a watch (tests feed events
+// directly).
+const anyGen = ^uint64(0)
+
+// watch returns the callbacks for the watch of server generation gen.
+func (f *feed) watch(gen uint64) server.WatchEventMessageCallbacks {
+	return server.WatchEventMessageCallbacks{
+		OnBestPath:   func(p []*apiutil.Path, _ time.Time) { f.bestPath(gen, p) },
+		OnPathEor:    func(p *apiutil.Path, _ time.Time) { f.eor(gen, p) },
+		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) { f.peer(gen, ev) },
+	}
+}
+
+// stale reports whether an event of generation gen comes from a replaced
+// server. f.mu is held.
+func (f *feed) stale(gen uint64) bool { return gen != anyGen && gen != f.gen }
+
+// reset empties the learned table and the session table for the server of
+// generation gen, without marking anything changed: the routes the old
+// server learned stay in the kernel (the agent holds them in a new
+// start-up window) until the new server's sessions confirm or withdraw
+// them.
+func (f *feed) reset(gen uint64) {
+	f.mu.Lock()
+	f.gen = gen
+	f.index = make(map[uint64]int32)
+	f.slots, f.free, f.dirty = nil, nil, nil
+	f.learned = 0
+	f.sessions = make(map[netip.Addr]*Session)
+	f.mu.Unlock()
+	f.poke()
 }
 
 // slot is one prefix: its best path now (live), or, until the next Drain,
@@ -145,9 +184,15 @@ func (f *feed) poke() {
 // prefix wins when one event carries both a withdraw and an update for it.
 // A withdraw removes the entry only if it came from the peer the entry is
 // from: a withdraw of an older best path must not remove its replacement.
-func (f *feed) onBestPath(paths []*apiutil.Path, _ time.Time) {
+func (f *feed) onBestPath(paths []*apiutil.Path, _ time.Time) { f.bestPath(anyGen, paths) }
+
+func (f *feed) bestPath(gen uint64, paths []*apiutil.Path) {
 	changed := false
 	f.mu.Lock()
+	if f.stale(gen) {
+		f.mu.Unlock()
+		return
+	}
 	for _, p := range paths {
 		r, withdraw, ok := routeFromPath(p)
 		if !ok {
@@ -239,7 +284,9 @@ func routeFromPath(p *apiutil.Path) (r Route, withdraw, ok bool) {
 
 // onPeer tracks session states. Only state changes matter; GoBGP's INIT
 // and END_OF_INIT events (the current table of a new watch) carry none.
-func (f *feed) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+func (f *feed) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) { f.peer(anyGen, ev) }
+
+func (f *feed) peer(gen uint64, ev *apiutil.WatchEventMessage_PeerEvent) {
 	if ev == nil || ev.Type != apiutil.PEER_EVENT_STATE {
 		return
 	}
@@ -254,6 +301,10 @@ func (f *feed) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	state := sessionState(st.SessionState)
 	now := f.now()
 	f.mu.Lock()
+	if f.stale(gen) {
+		f.mu.Unlock()
+		return
+	}
 	s, ok := f.sessions[addr]
 	if !ok {
 		s = &Session{Address: addr}
@@ -281,14 +332,16 @@ func (f *feed) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 
 // onEOR records the neighbour's IPv4 unicast End-of-RIB. GoBGP delivers it
 // on the same watch, after the best-path changes of the UPDATEs before it.
-func (f *feed) onEOR(p *apiutil.Path, _ time.Time) {
+func (f *feed) onEOR(p *apiutil.Path, _ time.Time) { f.eor(anyGen, p) }
+
+func (f *feed) eor(gen uint64, p *apiutil.Path) {
 	if p == nil || p.Family != bgp.RF_IPv4_UC || !p.PeerAddress.IsValid() {
 		return
 	}
 	addr := p.PeerAddress.Unmap()
 	f.mu.Lock()
 	s, ok := f.sessions[addr]
-	if !ok || s.State != "established" || !s.EndOfRIB.IsZero() {
+	if f.stale(gen) || !ok || s.State != "established" || !s.EndOfRIB.IsZero() {
 		f.mu.Unlock()
 		return
 	}

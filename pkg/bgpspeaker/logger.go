@@ -3,6 +3,7 @@ package bgpspeaker
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 )
 
 // gobgpHandler passes GoBGP's log records to the agent's handler one level
@@ -12,7 +13,15 @@ import (
 // speaker logs the session changes an operator needs itself, from the peer
 // watch. Warn and Error keep their level: they are malformed messages,
 // hold timer expiries and socket option failures.
-type gobgpHandler struct{ h slog.Handler }
+//
+// retired, when set, drops the one Error GoBGP logs when a server whose
+// BGP part was already stopped (SetGlobal's StopBgp keeping graceful
+// restart) is shut down for good: Stop calls StopBgp again, which fails
+// with "not running".
+type gobgpHandler struct {
+	h       slog.Handler
+	retired *atomic.Bool
+}
 
 func gobgpLevel(l slog.Level) slog.Level {
 	switch {
@@ -30,17 +39,23 @@ func (g gobgpHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (g gobgpHandler) Handle(ctx context.Context, r slog.Record) error {
+	if g.retired != nil && g.retired.Load() && r.Message == "failed to stop BGP server" {
+		return nil
+	}
 	r.Level = gobgpLevel(r.Level)
 	return g.h.Handle(ctx, r)
 }
 
 func (g gobgpHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return gobgpHandler{g.h.WithAttrs(as)}
+	return gobgpHandler{g.h.WithAttrs(as), g.retired}
 }
 
-func (g gobgpHandler) WithGroup(name string) slog.Handler { return gobgpHandler{g.h.WithGroup(name)} }
+func (g gobgpHandler) WithGroup(name string) slog.Handler {
+	return gobgpHandler{g.h.WithGroup(name), g.retired}
+}
 
-// gobgpLogger is the logger handed to GoBGP (server.LoggerOption).
-func gobgpLogger(l *slog.Logger) *slog.Logger {
-	return slog.New(gobgpHandler{l.With("component", "gobgp").Handler()})
+// gobgpLogger is the logger handed to GoBGP (server.LoggerOption);
+// retired may be nil.
+func gobgpLogger(l *slog.Logger, retired *atomic.Bool) *slog.Logger {
+	return slog.New(gobgpHandler{l.With("component", "gobgp").Handler(), retired})
 }

@@ -12,7 +12,7 @@ import (
 // GoBGP's warnings and errors, each tagged component=gobgp.
 func TestGoBGPLogLevels(t *testing.T) {
 	var buf bytes.Buffer
-	l := gobgpLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	l := gobgpLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})), nil)
 	l.Info("peer up", "Topic", "Peer")
 	l.Debug("No matching path for withdraw found, may be path was not installed into table")
 	l.Warn("the received Update message was treated as withdraw", "Topic", "Peer")

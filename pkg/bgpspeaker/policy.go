@@ -66,20 +66,8 @@ func (s *Speaker) SetPolicy(ctx context.Context, p Policy) error {
 		return nil
 	}
 	gen := s.policyGen + 1
-	names := policyNames(gen)
-	if err := s.addPolicies(ctx, names, p); err != nil {
-		s.deletePolicies(ctx, names)
+	if err := s.installPolicy(ctx, policyNames(gen), p); err != nil {
 		return fmt.Errorf("set policy: %w", err)
-	}
-	for _, a := range []struct {
-		dir  api.PolicyDirection
-		name string
-	}{{api.PolicyDirection_POLICY_DIRECTION_IMPORT, names.importPolicy}, {api.PolicyDirection_POLICY_DIRECTION_EXPORT, names.exportPolicy}} {
-		err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.name}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}})
-		if err != nil {
-			return fmt.Errorf("set policy: assign %s: %w", a.name, err)
-		}
 	}
 	if s.policySet {
 		s.deletePolicies(ctx, policyNames(s.policyGen))
@@ -93,6 +81,26 @@ func (s *Speaker) SetPolicy(ctx context.Context, p Policy) error {
 		}
 	}
 	s.log.Info("bgp policy set", "accept", len(p.Accept), "reject", len(p.Reject), "reflect", p.Reflect)
+	return nil
+}
+
+// installPolicy adds p's policies and sets under names and assigns them
+// (one assignment per direction replaces what was assigned). s.mu is held.
+func (s *Speaker) installPolicy(ctx context.Context, names policySetNames, p Policy) error {
+	if err := s.addPolicies(ctx, names, p); err != nil {
+		s.deletePolicies(ctx, names)
+		return err
+	}
+	for _, a := range []struct {
+		dir  api.PolicyDirection
+		name string
+	}{{api.PolicyDirection_POLICY_DIRECTION_IMPORT, names.importPolicy}, {api.PolicyDirection_POLICY_DIRECTION_EXPORT, names.exportPolicy}} {
+		err := s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name: "global", Direction: a.dir, Policies: []*api.Policy{{Name: a.name}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT}})
+		if err != nil {
+			return fmt.Errorf("assign %s: %w", a.name, err)
+		}
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -21,12 +22,14 @@ var ipv4Unicast = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNIC
 // Speaker is an embedded BGP speaker. Its methods are safe for concurrent
 // use.
 type Speaker struct {
-	cfg  Config
 	log  *slog.Logger
-	srv  *server.BgpServer
 	feed *feed
 
-	mu      sync.Mutex // serialises Start, Close and the Set methods
+	mu      sync.Mutex // serialises Start, Close and the Set methods; guards cfg and srv
+	cfg     Config
+	srv     *server.BgpServer
+	retired *atomic.Bool // srv's logger drops its stop error (see gobgpHandler)
+	gen     uint64       // srv's generation (see feed.gen)
 	started bool
 	closed  bool
 	stop    context.CancelFunc // ends the watch goroutine
@@ -46,9 +49,6 @@ func New(cfg Config) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp speaker config: %w", err)
 	}
 	log := cfg.Logger.With("component", "bgpspeaker")
-	level := new(slog.LevelVar)
-	level.Set(slog.LevelDebug - 4) // the agent's handler filters
-	opts := []server.ServerOption{server.LoggerOption(gobgpLogger(cfg.Logger), level)}
 	if cfg.APIAddress != "" {
 		// GoBGP listens in the background and only logs a failure, so
 		// find out now whether the address is free.
@@ -57,16 +57,15 @@ func New(cfg Config) (*Speaker, error) {
 			return nil, fmt.Errorf("gobgp API on %s: %w", cfg.APIAddress, err)
 		}
 		l.Close()
-		opts = append(opts, server.GrpcListenAddress(cfg.APIAddress))
 		log.Info("serving GoBGP's API (for the gobgp CLI)", "address", cfg.APIAddress)
 	}
 	s := &Speaker{
 		cfg:     cfg,
 		log:     log,
-		srv:     server.NewBgpServer(opts...),
 		peers:   make(map[netip.Addr]Peer),
 		adverts: make(map[netip.Prefix]netip.Addr),
 	}
+	s.newServer()
 	s.feed = newFeed(func(addr netip.Addr, state, why string) {
 		if why != "" {
 			log.Info("peer state", "peer", addr, "state", state, "reason", why)
@@ -75,6 +74,19 @@ func New(cfg Config) (*Speaker, error) {
 		log.Info("peer state", "peer", addr, "state", state)
 	})
 	return s, nil
+}
+
+// newServer makes a new GoBGP server (not yet serving) for s.cfg. s.mu is
+// held, or s is not shared yet.
+func (s *Speaker) newServer() {
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelDebug - 4) // the agent's handler filters
+	s.retired = new(atomic.Bool)
+	opts := []server.ServerOption{server.LoggerOption(gobgpLogger(s.cfg.Logger, s.retired), level)}
+	if s.cfg.APIAddress != "" {
+		opts = append(opts, server.GrpcListenAddress(s.cfg.APIAddress))
+	}
+	s.srv = server.NewBgpServer(opts...)
 }
 
 // Start runs the BGP server and registers the best-path, End-of-RIB and
@@ -87,9 +99,20 @@ func (s *Speaker) Start(ctx context.Context) error {
 	if s.started || s.closed {
 		return errors.New("start bgp speaker: already started")
 	}
+	if err := s.serve(ctx); err != nil {
+		return err
+	}
+	s.started = true
+	s.log.Info("bgp speaker started", "routerID", s.cfg.RouterID, "as", s.cfg.AS, "listenPort", s.cfg.ListenPort)
+	return nil
+}
+
+// serve runs s.srv with s.cfg's global part and registers the watch of
+// generation s.gen. s.mu is held.
+func (s *Speaker) serve(ctx context.Context) error {
 	// Serve runs GoBGP's management loop; every API call below goes through
-	// it. It returns only after StopBgp, which the agent never calls (see
-	// the package doc).
+	// it. It returns only after StopBgp, which the agent calls only to
+	// change the global configuration (see SetGlobal and the package doc).
 	go s.srv.Serve()
 	listenAddrs := s.cfg.ListenAddresses
 	if s.cfg.ListenPort < 0 {
@@ -107,21 +130,17 @@ func (s *Speaker) Start(ctx context.Context) error {
 		Families: []uint32{0},
 	}})
 	if err != nil {
+		s.srv.Stop()
 		return fmt.Errorf("start bgp: %w", err)
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
-	err = s.srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{
-		OnBestPath:   s.feed.onBestPath,
-		OnPathEor:    s.feed.onEOR,
-		OnPeerUpdate: s.feed.onPeer,
-	}, server.WatchBestPath(true), server.WatchEor(false), server.WatchPeer())
+	err = s.srv.WatchEvent(watchCtx, s.feed.watch(s.gen), server.WatchBestPath(true), server.WatchEor(false), server.WatchPeer())
 	if err != nil {
 		stop()
+		s.srv.Stop()
 		return fmt.Errorf("watch bgp events: %w", err)
 	}
 	s.stop = stop
-	s.started = true
-	s.log.Info("bgp speaker started", "routerID", s.cfg.RouterID, "as", s.cfg.AS, "listenPort", s.cfg.ListenPort)
 	return nil
 }
 

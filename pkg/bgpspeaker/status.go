@@ -50,9 +50,9 @@ type Status struct {
 // It asks GoBGP's management loop once, so it is for the debug API and
 // readiness, not for hot paths (Sessions is the cheap view).
 func (s *Speaker) Status(ctx context.Context) (Status, error) {
-	st := Status{RouterID: s.cfg.RouterID, AS: s.cfg.AS}
 	s.mu.Lock()
-	started := s.started
+	started, srv := s.started, s.srv
+	st := Status{RouterID: s.cfg.RouterID, AS: s.cfg.AS}
 	s.mu.Unlock()
 	if !started {
 		return st, nil
@@ -61,7 +61,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	for _, x := range s.Sessions() {
 		sessions[x.Address] = x
 	}
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		ps := PeerStatus{
 			AS:    p.GetState().GetPeerAsn(),
 			State: apiSessionState(p.GetState().GetSessionState()),
@@ -122,7 +122,10 @@ func apiSessionState(s api.PeerState_SessionState) string {
 // adjIn walks a peer's IPv4 unicast Adj-RIB-In (with the paths the import
 // policy filtered) inside GoBGP's management loop.
 func (s *Speaker) adjIn(peer netip.Addr, fn func(p netip.Prefix, filtered bool)) error {
-	return s.srv.ListPath(apiutil.ListPathRequest{
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	return srv.ListPath(apiutil.ListPathRequest{
 		TableType:      api.TableType_TABLE_TYPE_ADJ_IN,
 		Name:           peer.String(),
 		Family:         bgp.RF_IPv4_UC,

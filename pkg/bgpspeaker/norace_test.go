@@ -1,0 +1,5 @@
+//go:build !race
+
+package bgpspeaker
+
+const raceEnabled = false
