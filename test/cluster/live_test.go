@@ -5,24 +5,12 @@ package cluster_test
 import (
 	"fmt"
 	"strings"
-	"testing"
 	"time"
 
 	debugv1 "github.com/wren-net/wren/api/debug/v1"
-	"github.com/wren-net/wren/internal/lab"
 	"github.com/wren-net/wren/pkg/cluster"
 	nstest "github.com/wren-net/wren/test/netns"
 )
-
-// TestBGPClusterLiveAS: the lab in BGP mode (kubelets, the DaemonSet,
-// workload pods), then issue 11's acceptance point "an AS change on a
-// running 3-node lab: sessions re-form, no pod ping lost, no route
-// deleted".
-func TestBGPClusterLiveAS(t *testing.T) {
-	e := upCluster(t, lab.ModeBGP, "wrent-kl-")
-	t.Run("Rollout", e.testRollout)
-	t.Run("ASChange", e.sub(t, (*env).testLiveAS))
-}
 
 // testLiveAS changes every node's AS from 64512 to 64700 while a workload pod on each node pings one on the next node
 // every 10 ms and every node's Wren routes are watched. Every agent

@@ -35,6 +35,8 @@ func TestBGPCluster(t *testing.T) {
 	t.Run("APIServerOutage", e.sub(t, (*env).testOutage))
 	t.Run("DrainAndReturn", e.sub(t, (*env).testDrain))
 	t.Run("NodeJoin", e.sub(t, (*env).testJoin))
+	// Last: it leaves every node in AS 64700.
+	t.Run("LiveASChange", e.sub(t, (*env).testLiveAS))
 }
 
 // TestVXLANCluster: the lab in VXLAN CrossSubnet mode (node-3 behind the
