@@ -158,8 +158,10 @@ func TestChosenAddress(t *testing.T) {
 	}{
 		{name: "in a block nobody holds: claimed for the node", ip: "10.244.0.77", block: "10.244.0.64/26", affinity: "node-a"},
 		{name: "in an own block",
-			setup: func(t *testing.T, s *memStore) { seed(t, s, "10.244.0.0/26", "node-a", map[string]string{"10.244.0.0": "p0"}) },
-			ip:    "10.244.0.9", block: "10.244.0.0/26", affinity: "node-a"},
+			setup: func(t *testing.T, s *memStore) {
+				seed(t, s, "10.244.0.0/26", "node-a", map[string]string{"10.244.0.0": "p0"})
+			},
+			ip: "10.244.0.9", block: "10.244.0.0/26", affinity: "node-a"},
 		{name: "in an own pending block: confirmed",
 			setup: func(t *testing.T, s *memStore) {
 				if _, err := s.CreateBlock(context.Background(), Block{CIDR: prefix("10.244.0.0/26"), Affinity: "node-a", State: StatePending}); err != nil {

@@ -18,8 +18,8 @@ type memStore struct {
 	pools    []model.Pool
 	settings Settings
 	blocks   map[netip.Prefix]Block
-	rv     int
-	writes int
+	rv       int
+	writes   int
 }
 
 func newMem(pools ...model.Pool) *memStore {
