@@ -36,6 +36,10 @@ const (
 	// calicoAnnotationNoIPAM is Calico's ipAddrsNoIpam, which bypasses
 	// IPAM; Wren refuses it rather than ignore it.
 	calicoAnnotationNoIPAM = "cni.projectcalico.org/ipAddrsNoIpam"
+	// calicoAnnotationFloatingIPs is Calico's floatingIPs (DNAT of extra
+	// addresses to the pod), which Calico itself refuses unless enabled
+	// in its CNI configuration; Wren has no such feature and refuses it.
+	calicoAnnotationFloatingIPs = "cni.projectcalico.org/floatingIPs"
 )
 
 // parseChoice translates a pod's annotations, and its namespace's (ns may
@@ -51,6 +55,10 @@ func parseChoice(pod *corev1.Pod, ns *corev1.Namespace) (ipam.Choice, error) {
 	if _, ok := pod.Annotations[calicoAnnotationNoIPAM]; ok {
 		return c, fmt.Errorf("%w: annotation %s of %s: Wren has no IPAM bypass; use %s to choose the address",
 			ipam.ErrRefused, calicoAnnotationNoIPAM, podName, AnnotationIPAddrs)
+	}
+	if _, ok := pod.Annotations[calicoAnnotationFloatingIPs]; ok {
+		return c, fmt.Errorf("%w: annotation %s of %s: Wren has no floating IPs; remove the annotation",
+			ipam.ErrRefused, calicoAnnotationFloatingIPs, podName)
 	}
 	if key, val, ok := first(pod.Annotations, AnnotationIPAddrs, CalicoAnnotationIPAddrs); ok {
 		from := "annotation " + key + " of " + podName

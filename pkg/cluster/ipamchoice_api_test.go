@@ -139,17 +139,20 @@ func TestViewIPAMChoiceAndSettings(t *testing.T) {
 
 	mustCreate(&v1alpha1.IPReservation{ObjectMeta: metav1.ObjectMeta{Name: "gateways"},
 		Spec: v1alpha1.IPReservationSpec{ReservedCIDRs: []string{"10.244.1.0/30", "10.244.1.9"}}})
+	// Host bits pass admission and are ignored, as Calico's parser does.
+	mustCreate(&v1alpha1.IPReservation{ObjectMeta: metav1.ObjectMeta{Name: "legacy"},
+		Spec: v1alpha1.IPReservationSpec{ReservedCIDRs: []string{"10.244.7.9/24"}}})
 	cfgObj := &v1alpha1.IPAMConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1alpha1.IPAMConfigurationSpec{StrictAffinity: true, MaxBlocksPerHost: 3}}
 	mustCreate(cfgObj)
 	pfx := netip.MustParsePrefix
-	expect(ipam.Settings{Reservations: []ipam.Reservation{{Name: "gateways", CIDR: pfx("10.244.1.0/30")}, {Name: "gateways", CIDR: pfx("10.244.1.9/32")}},
+	expect(ipam.Settings{Reservations: []ipam.Reservation{{Name: "gateways", CIDR: pfx("10.244.1.0/30")}, {Name: "gateways", CIDR: pfx("10.244.1.9/32")}, {Name: "legacy", CIDR: pfx("10.244.7.0/24")}},
 		StrictAffinity: true, MaxBlocksPerHost: 3})
 	cfgObj.Spec = v1alpha1.IPAMConfigurationSpec{MaxBlocksPerHost: 1}
 	if err := c.Update(ctx, cfgObj); err != nil {
 		t.Fatal(err)
 	}
-	expect(ipam.Settings{Reservations: []ipam.Reservation{{Name: "gateways", CIDR: pfx("10.244.1.0/30")}, {Name: "gateways", CIDR: pfx("10.244.1.9/32")}},
+	expect(ipam.Settings{Reservations: []ipam.Reservation{{Name: "gateways", CIDR: pfx("10.244.1.0/30")}, {Name: "gateways", CIDR: pfx("10.244.1.9/32")}, {Name: "legacy", CIDR: pfx("10.244.7.0/24")}},
 		MaxBlocksPerHost: 1})
 
 	// Admission: IPv4 only, and only the configuration named default.

@@ -79,6 +79,8 @@ func TestParseChoice(t *testing.T) {
 		{name: "ipv4pools IPv6", pod: map[string]string{AnnotationIPv4Pools: `["fd00::/64"]`}, err: "fd00::/64 is not an IPv4 CIDR"},
 		{name: "ipAddrsNoIpam", pod: map[string]string{"cni.projectcalico.org/ipAddrsNoIpam": `["10.244.1.7"]`},
 			err: "annotation cni.projectcalico.org/ipAddrsNoIpam of pod team-a/web-0: Wren has no IPAM bypass; use wren.network/ipAddrs"},
+		{name: "floatingIPs", pod: map[string]string{"cni.projectcalico.org/floatingIPs": `["192.0.2.1"]`},
+			err: "annotation cni.projectcalico.org/floatingIPs of pod team-a/web-0: Wren has no floating IPs; remove the annotation"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var n *corev1.Namespace
