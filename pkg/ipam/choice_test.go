@@ -63,6 +63,7 @@ func TestReservations(t *testing.T) {
 		node  string
 		want  string // address of the next allocation on node, or an error substring
 		block string // its block
+		never string // a block that must not exist afterwards
 	}{
 		{name: "reserved addresses at the start of the first block", res: reserve("gw", "10.244.0.0/31"),
 			node: "node-a", want: "10.244.0.2", block: "10.244.0.0/26"},
@@ -72,10 +73,10 @@ func TestReservations(t *testing.T) {
 			},
 			res: reserve("vip", "10.244.0.2"), node: "node-a", want: "10.244.0.3", block: "10.244.0.0/26"},
 		{name: "a wholly reserved block is never claimed", res: reserve("rack-1", "10.244.0.0/26"),
-			node: "node-a", want: "10.244.0.64", block: "10.244.0.64/26"},
+			node: "node-a", want: "10.244.0.64", block: "10.244.0.64/26", never: "10.244.0.0/26"},
 		{name: "a block wholly reserved by several reservations is never claimed",
 			res:  append(reserve("low", "10.244.0.0/27"), reserve("high", "10.244.0.32/27")...),
-			node: "node-a", want: "10.244.0.64", block: "10.244.0.64/26"},
+			node: "node-a", want: "10.244.0.64", block: "10.244.0.64/26", never: "10.244.0.0/26"},
 		{name: "an own block whose only free addresses are reserved counts as full",
 			setup: func(t *testing.T, s *memStore) {
 				pods := map[string]string{}
@@ -117,6 +118,11 @@ func TestReservations(t *testing.T) {
 			}
 			if r.IP != addr(tt.want) || r.Block != prefix(tt.block) {
 				t.Errorf("got %s in %s; want %s in %s", r.IP, r.Block, tt.want, tt.block)
+			}
+			if tt.never != "" {
+				if b, err := s.GetBlock(context.Background(), prefix(tt.never)); err == nil {
+					t.Errorf("block %s was claimed: %+v", tt.never, b)
+				}
 			}
 		})
 	}
