@@ -25,7 +25,8 @@ type Choice struct {
 	// wren.network/ipAddrs of pod default/web-0".
 	IPFrom string
 	// Pools, when not empty, are the only IPPools the address may come
-	// from, in order of preference, named by name or CIDR.
+	// from, named by name or CIDR; a new block comes from the first of
+	// them that has room.
 	Pools []PoolRef
 	// PoolsFrom says where Pools were asked for, for messages.
 	PoolsFrom string
