@@ -41,6 +41,9 @@ type Cluster interface {
 	// BGPConfig is the BGPConfiguration named default, defaults filled in.
 	BGPConfig() (model.BGPConfig, error)
 	IPAMStore() ipam.Store
+	// PodChoice is what a pod asked of IPAM by annotation (an address
+	// or pools), read on CNI ADD; a pod that does not exist chose nothing.
+	PodChoice(ctx context.Context, namespace, name string) (ipam.Choice, error)
 	// PublishNode writes the addresses set in a (and only those) into the
 	// Node's annotations, where the other nodes read them.
 	PublishNode(ctx context.Context, name string, a model.NodeAddresses) error

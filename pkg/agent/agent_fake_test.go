@@ -63,6 +63,10 @@ func (c *fakeCluster) Warn(kind, name, reason, message string) {
 	c.warned = append(c.warned, kind+"/"+name+" "+reason)
 }
 
+func (c *fakeCluster) PodChoice(context.Context, string, string) (ipam.Choice, error) {
+	return ipam.Choice{}, nil
+}
+
 // fakeKernel is the kernel's main table under the real route reconciler.
 type fakeKernel struct {
 	links  map[string]int

@@ -95,15 +95,30 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	if err := a.apiAvailable(whatAdd); err != nil {
 		return cniserver.Result{}, err
 	}
+	// The pod's own choice (annotations ipAddrs, ipv4pools): a refusal
+	// names the annotation and the pod already, so it goes out as is.
+	choice, err := a.cluster.PodChoice(ctx, req.Namespace, req.Name)
+	if err != nil {
+		if aerr := a.apiError(whatAdd, err); aerr != nil {
+			return cniserver.Result{}, aerr
+		}
+		if errors.Is(err, ipam.ErrRefused) {
+			return cniserver.Result{}, err
+		}
+		return cniserver.Result{}, fmt.Errorf("pod %s: read its IPAM annotations: %w", req.Key(), err)
+	}
 	podNS, err := netns.GetFromPath(req.NetNS)
 	if err != nil {
 		return cniserver.Result{}, cniserver.Errorf(cniserver.ReasonInvalidNetNS, "pod %s: open netns %s: %v", req.Key(), req.NetNS, err)
 	}
 	defer podNS.Close()
-	r, err := a.alloc.Allocate(ctx, ipam.Request{Namespace: req.Namespace, Pod: req.Name, ContainerID: req.ContainerID})
+	r, err := a.alloc.Allocate(ctx, ipam.Request{Namespace: req.Namespace, Pod: req.Name, ContainerID: req.ContainerID, Choice: choice})
 	if err != nil {
 		if aerr := a.apiError(whatAdd, err); aerr != nil {
 			return cniserver.Result{}, aerr
+		}
+		if errors.Is(err, ipam.ErrRefused) {
+			return cniserver.Result{}, err
 		}
 		return cniserver.Result{}, fmt.Errorf("pod %s: %w", req.Key(), err)
 	}

@@ -107,3 +107,45 @@ func TestReleasedTTLWhileAPIDown(t *testing.T) {
 		t.Errorf("a handle the cache no longer shows is still hidden")
 	}
 }
+
+// choiceCluster answers PodChoice with a fixed error; the API server is up.
+type choiceCluster struct {
+	apiCluster
+	err error
+}
+
+func (c *choiceCluster) PodChoice(context.Context, string, string) (ipam.Choice, error) {
+	return ipam.Choice{}, c.err
+}
+
+// TestAddPodChoiceErrors: ADD reads the pod's choice before anything
+// else. An annotation IPAM cannot meet goes to the runtime as it is
+// (ReasonRefused, its message already names the pod and the annotation);
+// a read that found the API server unavailable is "try again later"
+// naming the server; any other read error names the pod. Nothing reaches
+// IPAM or the node: the agent's allocator is a zero value that would
+// panic.
+func TestAddPodChoiceErrors(t *testing.T) {
+	pod := cniserver.Pod{ContainerID: "0123456789abcdef", NetNS: "/var/run/netns/cni-x", IfName: "eth0", Namespace: "default", Name: "web-0"}
+	refused := fmt.Errorf("%w: annotation wren.network/ipAddrs of pod default/web-0: \"10.244.1.7\" is not a JSON list of addresses", ipam.ErrRefused)
+	for _, tt := range []struct {
+		name   string
+		err    error
+		reason cniserver.Reason
+		msg    string
+	}{
+		{"refused", refused, cniserver.ReasonRefused, refused.Error()},
+		{"API unavailable", fmt.Errorf("get *v1.Pod default/web-0: %w: Too many requests", ipam.ErrUnavailable), cniserver.ReasonAPIUnavailable,
+			"the Kubernetes API server https://198.18.0.2:6443 is not serving requests now (get *v1.Pod default/web-0: IPAM store unavailable: Too many requests); node-1 cannot record the pod's address until it does; the runtime will retry"},
+		{"other", errors.New("get *v1.Pod default/web-0: boom"), cniserver.ReasonInternal,
+			"pod default/web-0: read its IPAM annotations: get *v1.Pod default/web-0: boom"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := readyAgent(&choiceCluster{err: tt.err})
+			_, err := a.Add(context.Background(), cniserver.AddRequest{Pod: pod})
+			if err == nil || err.Error() != tt.msg || cniserver.ReasonOf(err) != tt.reason {
+				t.Errorf("ADD: %v (%s)\nwant: %s (%s)", err, cniserver.ReasonOf(err), tt.msg, tt.reason)
+			}
+		})
+	}
+}

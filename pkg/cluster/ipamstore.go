@@ -17,7 +17,8 @@ import (
 )
 
 // IPAMStore is pkg/ipam's Store over the Kubernetes API: IPPool and
-// IPAMBlock objects. The API server provides the atomicity IPAM needs:
+// IPAMBlock objects, and IPReservation and IPAMConfiguration for the
+// settings. The API server provides the atomicity IPAM needs:
 //
 //   - CreateBlock is the linearisation point of a claim: the object name
 //     is derived from the CIDR, so of several nodes creating the same
@@ -97,6 +98,17 @@ func (s *IPAMStore) listPools(ctx context.Context, r client.Reader) ([]model.Poo
 		s.warn(p)
 	}
 	return pools, nil
+}
+
+// Settings returns every IPReservation and the IPAMConfiguration named
+// default from the API server (readSettings).
+func (s *IPAMStore) Settings(ctx context.Context) (ipam.Settings, error) {
+	return readSettings(ctx, s.c, s.warn)
+}
+
+// CachedSettings is Settings from the cache (see WithCache).
+func (s *IPAMStore) CachedSettings(ctx context.Context) (ipam.Settings, error) {
+	return readSettings(ctx, s.cached(), s.warn)
 }
 
 // ListBlocks returns every IPAMBlock from the API server.

@@ -120,6 +120,17 @@ func (u unavailableStore) ListBlocks(ctx context.Context) (b []ipam.Block, err e
 	return b, err
 }
 
+func (u unavailableStore) Settings(ctx context.Context) (st ipam.Settings, err error) {
+	err = u.call(ctx, "read IPAM settings", func(ctx context.Context) (err error) { st, err = u.s.Settings(ctx); return err })
+	return st, err
+}
+
+// CachedSettings reads the informer cache: no request, no bound.
+func (u unavailableStore) CachedSettings(ctx context.Context) (ipam.Settings, error) {
+	st, err := u.s.CachedSettings(ctx)
+	return st, markUnavailable(err)
+}
+
 // CachedPools reads the informer cache: no request, no bound.
 func (u unavailableStore) CachedPools(ctx context.Context) ([]model.Pool, error) {
 	p, err := u.s.CachedPools(ctx)

@@ -123,6 +123,13 @@ func (v *View) Start(ctx context.Context, poke func()) error {
 			return err
 		}
 	}
+	// Read only by IPAM on CNI ADD (IPAMSettings, PodChoice): watched,
+	// but the loop has nothing to redo when they change.
+	for _, o := range []client.Object{&v1alpha1.IPReservation{}, &v1alpha1.IPAMConfiguration{}, &corev1.Namespace{}} {
+		if _, err := v.cache.GetInformer(ctx, o); err != nil {
+			return fmt.Errorf("informer for %T: %w", o, err)
+		}
+	}
 	go v.health.run(ctx)
 	go func() {
 		if err := v.cache.Start(ctx); err != nil {

@@ -155,6 +155,15 @@ const (
 	// ipam.ErrUnavailable get it without wrapping (their message is
 	// prefixed with "the Kubernetes API server is unavailable: ").
 	ReasonAPIUnavailable
+	// ReasonRefused means IPAM cannot meet what the pod asked for by
+	// annotation (an address that is taken, reserved or in no pool; a
+	// pool that does not exist or is disabled; an annotation that does
+	// not parse) or what the IPAMConfiguration allows: gRPC
+	// FailedPrecondition, CNI 999; retrying cannot help until someone
+	// changes the pod or the cluster, so the message names the address
+	// or pool, the annotation, the object in the way and the fix. Errors
+	// that wrap ipam.ErrRefused get it without wrapping.
+	ReasonRefused
 )
 
 // reasons maps each Reason to its wire form and gRPC code.
@@ -173,6 +182,9 @@ var reasons = map[Reason]struct {
 	// The wire has one "try again later" reason; the message says whose
 	// fault it is (see message).
 	ReasonAPIUnavailable: {"api-unavailable", codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY},
+	// No wire reason of its own: the plugin prints the message with code
+	// 999, as for any failure it has no special words for.
+	ReasonRefused: {"refused", codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_UNSPECIFIED},
 }
 
 // String returns the reason's name as used in logs.
@@ -210,8 +222,8 @@ func Errorf(r Reason, format string, a ...any) error {
 
 // ReasonOf classifies err: the Reason of the first *Error in its chain;
 // else ReasonAPIUnavailable for ipam.ErrUnavailable, ReasonPoolExhausted
-// for ipam.ErrExhausted and ReasonNotReady for context.DeadlineExceeded;
-// else ReasonInternal.
+// for ipam.ErrExhausted, ReasonRefused for ipam.ErrRefused and
+// ReasonNotReady for context.DeadlineExceeded; else ReasonInternal.
 func ReasonOf(err error) Reason {
 	r, _ := classify(err)
 	return r
@@ -228,6 +240,8 @@ func classify(err error) (r Reason, explicit bool) {
 		return ReasonAPIUnavailable, false
 	case errors.Is(err, ipam.ErrExhausted):
 		return ReasonPoolExhausted, false
+	case errors.Is(err, ipam.ErrRefused):
+		return ReasonRefused, false
 	case errors.Is(err, context.DeadlineExceeded):
 		return ReasonNotReady, false
 	}

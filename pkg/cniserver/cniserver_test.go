@@ -454,6 +454,11 @@ func TestErrorMapping(t *testing.T) {
 		{"ipam unavailable", fmt.Errorf("allocate: %w: dial tcp 127.0.0.1:6443: connect: boom", ipam.ErrUnavailable), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
 			"the Kubernetes API server is unavailable: allocate: IPAM store unavailable: dial tcp 127.0.0.1:6443: connect: boom (the runtime retries)"},
 		{"mismatch", Errorf(ReasonMismatch, "boom"), codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_MISMATCH, "boom"},
+		// A pod's own choice that IPAM cannot meet: the message as it is
+		// (it names the address, the annotation and who holds it).
+		{"refused", fmt.Errorf("%w: 10.244.0.9 (annotation wren.network/ipAddrs of pod default/web) is held by pod default/db-0 boom", ipam.ErrAddressTaken),
+			codes.FailedPrecondition, cniv1.ErrorReason_ERROR_REASON_UNSPECIFIED,
+			"requested address is taken: 10.244.0.9 (annotation wren.network/ipAddrs of pod default/web) is held by pod default/db-0 boom"},
 		{"wrapped", fmt.Errorf("outer: %w", Errorf(ReasonNotFound, "boom")), codes.NotFound, cniv1.ErrorReason_ERROR_REASON_NOT_FOUND, ""},
 		{"wrapped unavailable", fmt.Errorf("pod default/web: %w", Errorf(ReasonAPIUnavailable, "%s", apiMsg)), codes.Unavailable, cniv1.ErrorReason_ERROR_REASON_NOT_READY,
 			"pod default/web: " + apiMsg},
@@ -495,6 +500,9 @@ func TestReasonOf(t *testing.T) {
 		{fmt.Errorf("pod a/b: %w", fmt.Errorf("list: %w", ipam.ErrUnavailable)), ReasonAPIUnavailable},
 		{Errorf(ReasonInvalidNetNS, "x: %w", ipam.ErrUnavailable), ReasonInvalidNetNS},
 		{fmt.Errorf("x: %w", ipam.ErrExhausted), ReasonPoolExhausted},
+		{fmt.Errorf("x: %w", ipam.ErrAddressReserved), ReasonRefused},
+		{fmt.Errorf("x: %w", ipam.ErrPoolChoice), ReasonRefused},
+		{fmt.Errorf("annotation x: %w", ipam.ErrRefused), ReasonRefused},
 		{fmt.Errorf("x: %w", ipam.ErrConflict), ReasonInternal},
 		{context.DeadlineExceeded, ReasonNotReady},
 		{errors.New("x"), ReasonInternal},

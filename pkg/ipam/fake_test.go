@@ -14,11 +14,12 @@ import (
 // memStore is a Store with the API's concurrency semantics: create fails
 // on an existing name, update and delete fail on a stale version.
 type memStore struct {
-	mu     sync.Mutex
-	pools  []model.Pool
-	blocks map[netip.Prefix]Block
-	rv     int
-	writes int
+	mu       sync.Mutex
+	pools    []model.Pool
+	settings Settings
+	blocks   map[netip.Prefix]Block
+	rv       int
+	writes   int
 }
 
 func newMem(pools ...model.Pool) *memStore {
@@ -29,6 +30,21 @@ func (m *memStore) ListPools(context.Context) ([]model.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.pools), nil
+}
+
+func (m *memStore) Settings(context.Context) (Settings, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.settings
+	s.Reservations = slices.Clone(s.Reservations)
+	return s, nil
+}
+
+// set replaces the settings.
+func (m *memStore) set(s Settings) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settings = s
 }
 
 func (m *memStore) ListBlocks(context.Context) ([]Block, error) {
@@ -104,9 +120,10 @@ func (m *memStore) DeleteBlock(_ context.Context, b Block) error {
 // fresh listings.
 type lagStore struct {
 	*memStore
-	snapBlocks []Block
-	snapPools  []model.Pool
-	lists      int
+	snapBlocks   []Block
+	snapPools    []model.Pool
+	snapSettings Settings
+	lists        int
 }
 
 var _ CachedStore = (*lagStore)(nil)
@@ -116,6 +133,7 @@ func newLag(pools ...model.Pool) *lagStore { return &lagStore{memStore: newMem(p
 func (l *lagStore) sync() {
 	l.snapBlocks, _ = l.memStore.ListBlocks(context.Background())
 	l.snapPools, _ = l.memStore.ListPools(context.Background())
+	l.snapSettings, _ = l.memStore.Settings(context.Background())
 }
 
 func (l *lagStore) ListBlocks(ctx context.Context) ([]Block, error) {
@@ -135,4 +153,10 @@ func (l *lagStore) CachedBlocks(context.Context) ([]Block, error) {
 
 func (l *lagStore) CachedPools(context.Context) ([]model.Pool, error) {
 	return slices.Clone(l.snapPools), nil
+}
+
+func (l *lagStore) CachedSettings(context.Context) (Settings, error) {
+	s := l.snapSettings
+	s.Reservations = slices.Clone(s.Reservations)
+	return s, nil
 }

@@ -114,11 +114,12 @@ type written struct {
 // this long, someone wrote after us.
 const overlayTTL = 10 * time.Second
 
-// view is a listing of blocks and pools, cached or fresh.
+// view is a listing of blocks, pools and settings, cached or fresh.
 type view struct {
-	blocks []Block
-	pools  []model.Pool
-	cached bool
+	blocks   []Block
+	pools    []model.Pool
+	settings Settings
+	cached   bool
 }
 
 // list returns the cached view (with our own writes laid over it) if the
@@ -134,8 +135,12 @@ func (a *Allocator) list(ctx context.Context, fresh bool) (view, error) {
 		if err != nil {
 			return view{}, fmt.Errorf("list pools: %w", err)
 		}
+		settings, err := a.store.Settings(ctx)
+		if err != nil {
+			return view{}, fmt.Errorf("read IPAM settings: %w", err)
+		}
 		clear(a.written) // the source of truth supersedes them
-		return view{blocks: blocks, pools: pools}, nil
+		return view{blocks: blocks, pools: pools, settings: settings}, nil
 	}
 	blocks, err := cs.CachedBlocks(ctx)
 	if err != nil {
@@ -144,6 +149,10 @@ func (a *Allocator) list(ctx context.Context, fresh bool) (view, error) {
 	pools, err := cs.CachedPools(ctx)
 	if err != nil {
 		return view{}, fmt.Errorf("list cached pools: %w", err)
+	}
+	settings, err := cs.CachedSettings(ctx)
+	if err != nil {
+		return view{}, fmt.Errorf("read cached IPAM settings: %w", err)
 	}
 	now := a.cfg.Now()
 	out := make([]Block, 0, len(blocks)+len(a.written))
@@ -170,7 +179,7 @@ func (a *Allocator) list(ctx context.Context, fresh bool) (view, error) {
 			out = append(out, w.b) // created by us, not cached yet
 		}
 	}
-	return view{blocks: out, pools: pools, cached: true}, nil
+	return view{blocks: out, pools: pools, settings: settings, cached: true}, nil
 }
 
 // wrote records a block this allocator wrote (or deleted).
@@ -196,6 +205,9 @@ type Request struct {
 	// Handle overrides the pod's handle (PodHandle), for a node's own
 	// address such as its VXLAN tunnel address (NodeHandle).
 	Handle string
+	// Choice is what the pod asked for by annotation: an address or
+	// pools. The zero value lets IPAM choose.
+	Choice Choice
 }
 
 func (r Request) handle() string {
@@ -233,8 +245,10 @@ func (a *Allocator) Allocate(ctx context.Context, req Request) (Result, error) {
 		if err == nil {
 			return res, nil
 		}
-		if v.cached && errors.Is(err, ErrExhausted) {
-			// Never report exhaustion from a cache.
+		if v.cached && (errors.Is(err, ErrExhausted) || errors.Is(err, ErrRefused)) {
+			// Never report exhaustion or refuse a request from a
+			// cache: the address may have been released, the
+			// reservation or the pool changed a moment ago.
 			fresh = true
 			continue
 		}
@@ -255,7 +269,7 @@ func retryable(err error) bool {
 }
 
 func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h string) (Result, error) {
-	blocks, pools := v.blocks, a.selectedPools(v.pools)
+	blocks := v.blocks
 	// Idempotence: the handle already holds an address.
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
@@ -264,41 +278,44 @@ func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h str
 			}
 		}
 	}
+	if req.Choice.IP.IsValid() {
+		return a.allocateAddr(ctx, v, req, h)
+	}
+	pools, err := a.choosePools(v.pools, req.Choice)
+	if err != nil {
+		return Result{}, err
+	}
+	rs := reserved(v.settings.Reservations)
 	inPools := func(b Block) bool {
 		return slices.ContainsFunc(pools, func(p model.Pool) bool { return p.CIDR.Contains(b.CIDR.Addr()) })
 	}
+	usable := func(b Block) bool { return inPools(b) && available(b, rs) > 0 }
 	// 1. A free address in a confirmed block of our own.
 	for _, b := range sortedBlocks(blocks) {
-		if b.Affinity == a.cfg.Node && b.State == StateConfirmed && b.Free() > 0 && inPools(b) {
-			return a.allocateIn(ctx, b, req, h, false)
+		if b.Affinity == a.cfg.Node && b.State == StateConfirmed && usable(b) {
+			return a.allocateIn(ctx, b, req, h, false, rs)
 		}
 	}
 	// 2. Our own unfinished claim: confirm it, then allocate.
 	for _, b := range blocks {
-		if b.Affinity == a.cfg.Node && b.State == StatePending && inPools(b) {
+		if b.Affinity == a.cfg.Node && b.State == StatePending && usable(b) {
 			cb, err := a.confirm(ctx, b)
 			if err != nil {
 				return Result{}, err
 			}
-			return a.allocateIn(ctx, cb, req, h, false)
+			return a.allocateIn(ctx, cb, req, h, false, rs)
 		}
 	}
-	// 3. Claim a new block.
-	if b, ok := a.freeBlock(pools, blocks); ok {
-		cb, err := a.claim(ctx, b)
-		if err != nil {
-			return Result{}, err
-		}
-		return a.allocateIn(ctx, cb, req, h, false)
-	}
-	// 4. Borrow from another node's block.
-	for _, b := range sortedBlocks(blocks) {
-		if b.Affinity != a.cfg.Node && b.State == StateConfirmed && b.Free() > 0 && inPools(b) {
-			res, err := a.allocateIn(ctx, b, req, h, true)
-			if err == nil {
-				a.cfg.NoFreeBlock(true)
+	// 3. Claim a new block, unless the node holds maxBlocksPerHost.
+	own, limit := a.ownBlocks(blocks), v.settings.MaxBlocksPerHost
+	atLimit := limit > 0 && own >= limit
+	if !atLimit {
+		if b, ok := a.freeBlock(pools, blocks, rs); ok {
+			cb, err := a.claim(ctx, b)
+			if err != nil {
+				return Result{}, err
 			}
-			return res, err
+			return a.allocateIn(ctx, cb, req, h, false, rs)
 		}
 	}
 	names := make([]string, len(pools))
@@ -308,7 +325,29 @@ func (a *Allocator) allocateOnce(ctx context.Context, v view, req Request, h str
 	if len(names) == 0 {
 		return Result{}, fmt.Errorf("%w: no enabled IPPool selects node %s; create an IPPool or fix its nodeSelector", ErrExhausted, a.cfg.Node)
 	}
-	return Result{}, fmt.Errorf("%w: every address of %s is allocated; add an IPPool or free addresses", ErrExhausted, strings.Join(names, ", "))
+	// 4. Borrow from another node's block, unless strictAffinity.
+	if v.settings.StrictAffinity {
+		why := fmt.Sprintf("every block of %s is taken", strings.Join(names, ", "))
+		if atLimit {
+			why = fmt.Sprintf("it already holds %d blocks (maxBlocksPerHost %d)", own, limit)
+		}
+		return Result{}, fmt.Errorf("%w: node %s has no free address in its own blocks and may claim no new block (%s), and strictAffinity in IPAMConfiguration default forbids borrowing from other nodes' blocks; turn strictAffinity off, raise maxBlocksPerHost, add an IPPool or free addresses",
+			ErrExhausted, a.cfg.Node, why)
+	}
+	for _, b := range sortedBlocks(blocks) {
+		if b.Affinity != a.cfg.Node && b.State == StateConfirmed && usable(b) {
+			res, err := a.allocateIn(ctx, b, req, h, true, rs)
+			if err == nil {
+				a.cfg.NoFreeBlock(true)
+			}
+			return res, err
+		}
+	}
+	if atLimit {
+		return Result{}, fmt.Errorf("%w: node %s already holds %d blocks (maxBlocksPerHost %d in IPAMConfiguration default), they are full, and no other node's block of %s has a free address; raise maxBlocksPerHost, add an IPPool or free addresses",
+			ErrExhausted, a.cfg.Node, own, limit, strings.Join(names, ", "))
+	}
+	return Result{}, fmt.Errorf("%w: every address of %s is allocated or reserved; add an IPPool or free addresses", ErrExhausted, strings.Join(names, ", "))
 }
 
 func (a *Allocator) selectedPools(all []model.Pool) []model.Pool {
@@ -331,8 +370,8 @@ func sortedBlocks(bs []Block) []Block {
 }
 
 // freeBlock finds the lowest block CIDR of a selected pool that no block
-// object uses yet and that overlaps none.
-func (a *Allocator) freeBlock(pools []model.Pool, blocks []Block) (netip.Prefix, bool) {
+// object uses yet, that overlaps none, and that is not wholly reserved.
+func (a *Allocator) freeBlock(pools []model.Pool, blocks []Block, rs reserved) (netip.Prefix, bool) {
 	for _, p := range pools {
 		bs := p.BlockSize
 		if bs == 0 {
@@ -348,7 +387,7 @@ func (a *Allocator) freeBlock(pools []model.Pool, blocks []Block) (netip.Prefix,
 		for i := 0; i < n; i++ {
 			v := start + uint32(i)*step
 			c := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), bs)
-			if !slices.ContainsFunc(blocks, func(b Block) bool { return b.CIDR.Overlaps(c) }) {
+			if !slices.ContainsFunc(blocks, func(b Block) bool { return b.CIDR.Overlaps(c) }) && available(Block{CIDR: c}, rs) > 0 {
 				return c, true
 			}
 		}
@@ -377,12 +416,17 @@ func (a *Allocator) confirm(ctx context.Context, b Block) (Block, error) {
 	return cb, nil
 }
 
-// allocateIn writes the lowest free address of b for h.
-func (a *Allocator) allocateIn(ctx context.Context, b Block, req Request, h string, borrowed bool) (Result, error) {
-	ip, ok := lowestFree(b)
+// allocateIn writes the lowest free, unreserved address of b for h.
+func (a *Allocator) allocateIn(ctx context.Context, b Block, req Request, h string, borrowed bool, rs reserved) (Result, error) {
+	ip, ok := lowestFree(b, rs)
 	if !ok {
 		return Result{}, fmt.Errorf("block %s: %w (full)", b.CIDR, ErrConflict)
 	}
+	return a.allocateAt(ctx, b, ip, req, h, borrowed)
+}
+
+// allocateAt writes ip (free in b) for h.
+func (a *Allocator) allocateAt(ctx context.Context, b Block, ip netip.Addr, req Request, h string, borrowed bool) (Result, error) {
 	b.Allocations = append(slices.Clone(b.Allocations), Allocation{IP: ip, Handle: h, Namespace: req.Namespace, Pod: req.Pod,
 		ContainerID: req.ContainerID, Node: a.cfg.Node})
 	slices.SortFunc(b.Allocations, func(x, y Allocation) int { return x.IP.Compare(y.IP) })
@@ -398,14 +442,17 @@ func (a *Allocator) allocateIn(ctx context.Context, b Block, req Request, h stri
 	return Result{IP: ip, Block: b.CIDR, Borrowed: borrowed}, nil
 }
 
-func lowestFree(b Block) (netip.Addr, bool) {
+// lowestFree returns the lowest address of b that is neither allocated
+// nor reserved.
+func lowestFree(b Block, rs reserved) (netip.Addr, bool) {
 	used := make(map[netip.Addr]bool, len(b.Allocations))
 	for _, al := range b.Allocations {
 		used[al.IP] = true
 	}
+	over := rs.within(b.CIDR)
 	ip := b.CIDR.Masked().Addr()
 	for i := 0; i < size(b.CIDR); i++ {
-		if !used[ip] {
+		if _, res := over.find(ip); !used[ip] && !res {
 			return ip, true
 		}
 		ip = ip.Next()

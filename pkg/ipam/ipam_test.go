@@ -258,7 +258,7 @@ func TestReleaseOrphanBlocks(t *testing.T) {
 	alloc(t, s, "node-gone", nil).Allocate(ctx, req("g2"))
 	rl, _ := alloc(t, s, "node-lender", nil).Allocate(ctx, req("l"))
 	// node-b borrows from node-lender's block (it has no block of its own).
-	lent, err := alloc(t, s, "node-b", nil).allocateIn(ctx, mustBlock(t, s, rl.Block.String()), req("borrowed"), "default/borrowed/c-borrowed", true)
+	lent, err := alloc(t, s, "node-b", nil).allocateIn(ctx, mustBlock(t, s, rl.Block.String()), req("borrowed"), "default/borrowed/c-borrowed", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestCachedStore(t *testing.T) {
 	// Another node borrows from our block; our cache does not show it.
 	s.sync()
 	other := alloc(t, s.memStore, "node-b", nil)
-	if _, err := other.allocateIn(ctx, mustBlock(t, s, "10.244.0.0/26"), req("borrower"), "default/borrower/c-borrower", true); err != nil {
+	if _, err := other.allocateIn(ctx, mustBlock(t, s, "10.244.0.0/26"), req("borrower"), "default/borrower/c-borrower", true, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.lists, s.writes = 0, 0

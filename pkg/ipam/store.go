@@ -86,6 +86,29 @@ type Store interface {
 	UpdateBlock(ctx context.Context, b Block) (Block, error)
 	// DeleteBlock deletes b if its Version is current.
 	DeleteBlock(ctx context.Context, b Block) error
+	// Settings returns the IPReservations and the IPAMConfiguration
+	// named default (zero Settings when there are none).
+	Settings(ctx context.Context) (Settings, error)
+}
+
+// Reservation is one reserved network of an IPReservation: no address in
+// it is handed out (addresses allocated before it was made stay).
+type Reservation struct {
+	Name string       // the IPReservation, for messages
+	CIDR netip.Prefix // a /32 for a single address
+}
+
+// Settings are the cluster-wide IPAM settings: every IPReservation and the
+// IPAMConfiguration named default, as Calico's.
+type Settings struct {
+	// Reservations are never handed out.
+	Reservations []Reservation
+	// StrictAffinity forbids borrowing: a node allocates only in blocks
+	// it holds, and fails when it has none free and may claim no more.
+	StrictAffinity bool
+	// MaxBlocksPerHost caps the blocks one node holds; 0 means no cap.
+	// At the cap a node borrows (or, with StrictAffinity, fails).
+	MaxBlocksPerHost int
 }
 
 // CachedStore is a Store that can also list from a cache (the agent's
@@ -96,4 +119,5 @@ type CachedStore interface {
 	Store
 	CachedBlocks(ctx context.Context) ([]Block, error)
 	CachedPools(ctx context.Context) ([]model.Pool, error)
+	CachedSettings(ctx context.Context) (Settings, error)
 }

@@ -147,6 +147,10 @@ type timedStore struct {
 	tr *tracer
 }
 
+// The allocator reads a CachedStore's cache first: a method missing here
+// would send every read to the API server.
+var _ ipam.CachedStore = (*timedStore)(nil)
+
 func (s *timedStore) ListPools(ctx context.Context) ([]model.Pool, error) {
 	defer s.tr.record(kindStore, "ListPools", time.Now())
 	return s.Store.ListPools(ctx)
@@ -157,8 +161,9 @@ func (s *timedStore) ListBlocks(ctx context.Context) ([]ipam.Block, error) {
 	return s.Store.ListBlocks(ctx)
 }
 
-// CachedBlocks and CachedPools pass the informer cache through (the
-// agent's allocator reads it first); they are counted, not API requests.
+// CachedBlocks, CachedPools and CachedSettings pass the informer cache
+// through (the agent's allocator reads it first); they are counted, not
+// API requests.
 func (s *timedStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
 	defer s.tr.record(kindCache, "CachedBlocks", time.Now())
 	return s.Store.(ipam.CachedStore).CachedBlocks(ctx)
@@ -167,6 +172,11 @@ func (s *timedStore) CachedBlocks(ctx context.Context) ([]ipam.Block, error) {
 func (s *timedStore) CachedPools(ctx context.Context) ([]model.Pool, error) {
 	defer s.tr.record(kindCache, "CachedPools", time.Now())
 	return s.Store.(ipam.CachedStore).CachedPools(ctx)
+}
+
+func (s *timedStore) CachedSettings(ctx context.Context) (ipam.Settings, error) {
+	defer s.tr.record(kindCache, "CachedSettings", time.Now())
+	return s.Store.(ipam.CachedStore).CachedSettings(ctx)
 }
 
 func (s *timedStore) GetBlock(ctx context.Context, cidr netip.Prefix) (ipam.Block, error) {
