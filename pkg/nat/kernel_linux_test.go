@@ -41,7 +41,7 @@ func testNAT() model.NAT {
 	return model.NAT{Masquerade: []netip.Prefix{natPool}, Pools: []netip.Prefix{natPool, plainPool, otherPool}}
 }
 
-func newPrivReconciler(t *testing.T) (*nstest.NS, *NFTKernel, *Reconciler) {
+func newPrivReconciler(t testing.TB) (*nstest.NS, *NFTKernel, *Reconciler) {
 	t.Helper()
 	nstest.RequireRoot(t)
 	ns := nstest.New(t, "nat")
