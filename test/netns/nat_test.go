@@ -295,6 +295,7 @@ func TestAgentNATOutgoing(t *testing.T) {
 	if err := natPod.ns.Ping(out, 2); err != nil {
 		t.Errorf("ping from the natOutgoing pod %s to the outside %s: %v", natPod.ip, out, err)
 	}
+	t.Logf("node-1 after the natOutgoing pod's traffic: nft list table ip wren\n%s", node1.ns.MustRun(t, "nft", "list", "table", "ip", nat.Table))
 	// The pod without natOutgoing: its datagram arrives with the pod's
 	// address, which the outside host cannot answer.
 	nc.wantSeen("plain pod -> outside: from its own address", plainPod, out, nc.echo, plainPod.ip, false)
