@@ -148,11 +148,17 @@ type natCluster struct {
 	probes  int
 }
 
-func newNATCluster(t *testing.T) *natCluster {
+// requireNFT fails the test without the nft CLI.
+func requireNFT(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Fatal("the nft CLI is missing (Debian nftables; make deps installs it): this test reads and breaks the table with it")
 	}
+}
+
+func newNATCluster(t *testing.T) *natCluster {
+	t.Helper()
+	requireNFT(t)
 	ac := newAgentCluster(t)
 	nc := &natCluster{agentCluster: ac, podEcho: map[*agentPod]*udpEcho{}}
 	ctx := context.Background()
@@ -188,11 +194,19 @@ func newNATCluster(t *testing.T) *natCluster {
 		p := ac.addPod(n, n.name+"-web")
 		nc.podEcho[p] = startUDPEcho(t, p.ns, natPort)
 	}
+	nc.addOutside()
+	return nc
+}
+
+// addOutside plugs the outside host into sw2, behind the router, with a
+// route to the nodes' subnets only, and starts its echo server.
+func (nc *natCluster) addOutside() {
+	t := nc.t
+	t.Helper()
 	nc.outside = nstest.New(t, "outside")
-	ac.sw2.Attach(t, nc.outside, "eth0", natOutside.String(), 0)
+	nc.sw2.Attach(t, nc.outside, "eth0", natOutside.String(), 0)
 	nc.outside.AddRoute(t, "198.18.0.0/15", "via", "198.18.1.1")
 	nc.echo = startUDPEcho(t, nc.outside, natPort)
-	return nc
 }
 
 func (nc *natCluster) pod(i int) *agentPod { return nc.nodes[i].pods[0] }
@@ -390,4 +404,40 @@ func natRuleHandle(t *testing.T, n *agentNode) string {
 	}
 	t.Fatalf("%s: no masquerade rule with a handle in\n%s", n.name, out)
 	return ""
+}
+
+// TestAgentNATOutgoingBinary: the wren-agent binary, run inside each
+// node's namespace (so nftables is reached without a namespace handle)
+// with BGP, masquerades a natOutgoing pool's pod to its node's address
+// and repairs `nft flush table ip wren`.
+func TestAgentNATOutgoingBinary(t *testing.T) {
+	requireNFT(t)
+	ac, _ := binaryCluster(t, 2, "10.244.0.0/16", func(ac *agentCluster) {
+		var pool v1alpha1.IPPool
+		ctx := context.Background()
+		if err := ac.c.Get(ctx, keyOf("default"), &pool); err != nil {
+			t.Fatal(err)
+		}
+		pool.Spec.NATOutgoing = true
+		if err := ac.c.Update(ctx, &pool); err != nil {
+			t.Fatal(err)
+		}
+	}, nil)
+	nc := &natCluster{agentCluster: ac, podEcho: map[*agentPod]*udpEcho{}}
+	nc.addOutside()
+	ac.pingMatrix(30 * time.Second)
+	for i, n := range ac.nodes {
+		nc.wantSeen(fmt.Sprintf("pod on %s -> outside: from its node's address, answered", n.name), nc.pod(i), natOutside.Addr(), nc.echo, n.ip.Addr(), true)
+	}
+	n := ac.nodes[0]
+	start := time.Now()
+	n.ns.MustRun(t, "nft", "flush table ip wren")
+	nstest.PollEvery(t, time.Millisecond, 10*time.Second, "repair after nft flush table ip wren", func() error {
+		if !strings.Contains(nftTable(t, n), "masquerade fully-random") {
+			return errors.New("no masquerade rule")
+		}
+		return nil
+	})
+	t.Logf("binary agent: repaired `nft flush table ip wren` within %s of running it (target: < 1s; polled with nft)", time.Since(start).Round(time.Millisecond))
+	nc.wantSeen("after the repair", nc.pod(0), natOutside.Addr(), nc.echo, n.ip.Addr(), true)
 }
