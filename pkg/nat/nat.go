@@ -72,6 +72,8 @@ const Layout = "set " + SetAllPools + " { type ipv4_addr; flags interval; }\n" +
 // Range is an inclusive range of IPv4 addresses: one interval of a set.
 type Range struct{ From, To netip.Addr }
 
+// String renders r as nft lists it: a prefix when r is one, else
+// "first-last".
 func (r Range) String() string {
 	if p, ok := r.prefix(); ok {
 		return p.String()
