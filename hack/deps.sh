@@ -6,6 +6,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v sysctl >/dev/null || need+=(procps)
 command -v bridge >/dev/null || need+=(iproute2)
+# nft: the natOutgoing tests read and break table ip wren with it (the
+# agent itself speaks nftables netlink and needs no CLI).
+command -v nft >/dev/null || need+=(nftables)
 # The lab: certificates, /readyz probes, CNI results.
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)

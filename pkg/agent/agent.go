@@ -18,6 +18,7 @@ import (
 	"github.com/wren-net/wren/pkg/desired"
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
+	"github.com/wren-net/wren/pkg/nat"
 	"github.com/wren-net/wren/pkg/netwatch"
 	"github.com/wren-net/wren/pkg/nodeip"
 	"github.com/wren-net/wren/pkg/proxyarp"
@@ -152,6 +153,11 @@ type Agent struct {
 	bgp    *bgpState // nil without Config.BGP; the loop's
 	reg    *registrar.Registrar
 
+	// natOutgoing: the reconciler and its nftables socket (whose port id
+	// the watcher ignores).
+	nat       natReconciler
+	natKernel *nat.NFTKernel
+
 	// events carries CNI ADDs and DELs (and addresses GC released) to the
 	// loop, which alone owns pinned and released.
 	events chan workloadEvent
@@ -254,6 +260,9 @@ func New(cfg Config, cluster Cluster) (*Agent, error) {
 	a.host = netlinkHost{nl: a.nl, iface: regexp.MustCompile(cfg.IfacePattern)}
 	a.tun = tunnel.New(tunnel.Config{Logger: cfg.Logger.With("component", "tunnel")}, a.nl)
 	a.arp = proxyarp.New(proxyarp.Config{Sysctl: cfg.Sysctl, Logger: cfg.Logger.With("component", "proxyarp")}, a.nl)
+	if a.natKernel, a.nat, err = newNAT(cfg); err != nil {
+		return nil, err
+	}
 	if a.run, err = runner.New(cfg.Runner, a.sync); err != nil {
 		return nil, err
 	}
@@ -271,6 +280,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	natWatch := a.natWatch()
 	if err := proxyarp.EnableForwarding(a.cfg.Sysctl); err != nil {
 		return err
 	}
@@ -302,10 +312,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Every goroutine is joined: Run returns when all have stopped.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx, a.run.Poke) })
+	g.Go(func() error { return natWatch(gctx) })
 	g.Go(func() error { return a.run.Run(gctx) })
 	g.Go(func() error { a.housekeeping(gctx); return nil })
 	g.Go(func() error { a.reg.Run(gctx, a.self.IP, alloc); return nil })
 	err = g.Wait()
+	a.natKernel.Close()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -376,7 +388,8 @@ func (a *Agent) poolSelected(p model.Pool) bool {
 }
 
 // sync is one level-triggered run: read every input, build the desired
-// state, apply tunnels, veths, routes in that order.
+// state, apply tunnels, veths, routes, NAT, then (with BGP) the
+// advertisements and the sessions, in that order.
 func (a *Agent) sync(ctx context.Context) error {
 	a.mu.Lock()
 	a.started++
@@ -478,6 +491,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		a.mu.Unlock()
 	}
 	errs = append(errs, dpErr)
+	// natOutgoing after the routes: its failure (a kernel without
+	// nftables NAT) leaves pod-to-pod traffic and readiness alone.
+	a.nat.Set(d.NAT)
+	errs = append(errs, a.timed(ctx, ReconcilerNAT, a.nat.Apply))
 	if a.bgp != nil {
 		// Paths before peers: the node's advertisements are in place
 		// before any session is added or changed.

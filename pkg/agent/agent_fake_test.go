@@ -283,6 +283,7 @@ type fakeAgent struct {
 	tun     *fakeTunnels
 	pods    *fakePods
 	sp      *fakeSpeaker
+	nat     *fakeNAT
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
@@ -303,9 +304,9 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fa := &fakeAgent{cluster: fc, kernel: k, tun: &fakeTunnels{}, pods: &fakePods{}, sp: newFakeSpeaker()}
+	fa := &fakeAgent{cluster: fc, kernel: k, tun: &fakeTunnels{}, pods: &fakePods{}, sp: newFakeSpeaker(), nat: &fakeNAT{}}
 	a := &Agent{cfg: Config{NodeName: "node-1", Logger: log}, cluster: fc, log: log, host: fakeHost{},
-		routes: rr, tun: fa.tun, arp: fa.pods, pinned: map[string]model.Workload{}, released: map[string]time.Time{},
+		routes: rr, tun: fa.tun, arp: fa.pods, nat: fa.nat, pinned: map[string]model.Workload{}, released: map[string]time.Time{},
 		events: make(chan workloadEvent, 16)}
 	a.self = fc.nodes[0]
 	a.reg = registrar.New("node-1", fc, log)

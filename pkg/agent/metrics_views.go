@@ -41,13 +41,14 @@ const (
 	ReconcilerVeths          = "veths"
 	ReconcilerRoutes         = "routes"
 	ReconcilerRoutesDelta    = "routes-delta"
+	ReconcilerNAT            = "nat"
 	ReconcilerAdvertisements = "advertisements"
 	ReconcilerSessions       = "sessions"
 )
 
 // Reconcilers lists every reconciler name Observer.Reconciled gets.
 var Reconcilers = []string{ReconcilerTunnels, ReconcilerVeths, ReconcilerRoutes, ReconcilerRoutesDelta,
-	ReconcilerAdvertisements, ReconcilerSessions}
+	ReconcilerNAT, ReconcilerAdvertisements, ReconcilerSessions}
 
 type nopObserver struct{}
 

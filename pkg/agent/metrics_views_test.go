@@ -84,7 +84,7 @@ func TestLoopObserved(t *testing.T) {
 		if err := f.sync(ctx); err != nil {
 			t.Fatal(err)
 		}
-		full := []string{ReconcilerTunnels, ReconcilerVeths, ReconcilerRoutes, ReconcilerAdvertisements, ReconcilerSessions}
+		full := []string{ReconcilerTunnels, ReconcilerVeths, ReconcilerRoutes, ReconcilerNAT, ReconcilerAdvertisements, ReconcilerSessions}
 		if !slices.Equal(obs.reconciled, full) {
 			t.Errorf("full run reported %v; want %v", obs.reconciled, full)
 		}

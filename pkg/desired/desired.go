@@ -1,6 +1,6 @@
 // Package desired computes a node's whole desired dataplane from a
-// snapshot of its inputs: tunnel devices, pod veths, kernel routes and
-// BGP advertisements (Build), and how BGP-learned routes become kernel
+// snapshot of its inputs: tunnel devices, pod veths, kernel routes, BGP
+// advertisements and natOutgoing masquerading (Build), and how BGP-learned routes become kernel
 // routes between full builds (LearnedShaper). It is pure: no I/O, no
 // clock. The agent's loop calls Build once per run.
 package desired
@@ -131,7 +131,24 @@ func Build(in Inputs) (model.Desired, []error) {
 		errs = append(errs, rerrs...)
 	}
 	d.Advertise = advertisements(in)
+	d.NAT = NAT(in.Pools)
 	return d, errs
+}
+
+// NAT is the pools' natOutgoing, as Calico has it: sources in a pool
+// with natOutgoing are masqueraded towards destinations outside every
+// pool. Disabled pools count in both: their addresses stay in use.
+func NAT(pools []model.Pool) model.NAT {
+	var n model.NAT
+	for _, p := range pools {
+		n.Pools = append(n.Pools, p.CIDR)
+		if p.NATOutgoing {
+			n.Masquerade = append(n.Masquerade, p.CIDR)
+		}
+	}
+	slices.SortFunc(n.Pools, netip.Prefix.Compare)
+	slices.SortFunc(n.Masquerade, netip.Prefix.Compare)
+	return n
 }
 
 // encaps reports whether any enabled pool uses VXLAN or IPIP.

@@ -235,3 +235,29 @@ func TestWhyNot(t *testing.T) {
 		}
 	}
 }
+
+// TestNAT: every pool, disabled or not, is a pool whose destinations are
+// never masqueraded; only natOutgoing pools (disabled ones too) are
+// masqueraded sources; Build carries the result.
+func TestNAT(t *testing.T) {
+	pools := []model.Pool{
+		{Name: "b", CIDR: pfx("10.244.16.0/20"), NATOutgoing: true, Disabled: true},
+		{Name: "a", CIDR: pfx("10.244.0.0/20"), NATOutgoing: true},
+		{Name: "c", CIDR: pfx("10.244.32.0/20")},
+		{Name: "d", CIDR: pfx("10.244.48.0/20"), Disabled: true},
+	}
+	want := model.NAT{
+		Masquerade: []netip.Prefix{pfx("10.244.0.0/20"), pfx("10.244.16.0/20")},
+		Pools:      []netip.Prefix{pfx("10.244.0.0/20"), pfx("10.244.16.0/20"), pfx("10.244.32.0/20"), pfx("10.244.48.0/20")},
+	}
+	if diff := cmp.Diff(want, NAT(pools), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("NAT (-want +got)\n%s", diff)
+	}
+	d, _ := Build(Inputs{Self: nodeN("n1", "198.18.0.11/24", ""), Pools: pools, HostMTU: 1500, Uplink: "eth0"})
+	if diff := cmp.Diff(want, d.NAT, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("Build's NAT (-want +got)\n%s", diff)
+	}
+	if n := NAT(pools[2:]); len(n.Masquerade) != 0 || len(n.Pools) != 2 {
+		t.Errorf("no natOutgoing pool: %+v; want no Masquerade and both pools", n)
+	}
+}

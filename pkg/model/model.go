@@ -173,6 +173,21 @@ type Desired struct {
 	// Advertise is what the node announces over BGP: its confirmed
 	// blocks, borrowed pod addresses (/32) and service ranges.
 	Advertise []netip.Prefix
+	// NAT is the node's natOutgoing masquerading.
+	NAT NAT
+}
+
+// NAT is what IPPool natOutgoing asks of a node (docs/dataplane.md
+// "natOutgoing"): traffic from an address in Masquerade to one outside
+// every prefix of Pools leaves masqueraded to the node's address. Empty
+// Masquerade: nothing is masqueraded.
+type NAT struct {
+	// Masquerade are the CIDRs of the pools with natOutgoing (disabled
+	// ones too: their pods keep their addresses), sorted.
+	Masquerade []netip.Prefix
+	// Pools are the CIDRs of every pool, natOutgoing or not, disabled or
+	// not, sorted: pod-to-pod traffic is never masqueraded.
+	Pools []netip.Prefix
 }
 
 // DefaultAS is the nodes' AS number when neither their
