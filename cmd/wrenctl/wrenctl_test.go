@@ -97,6 +97,9 @@ func meshNode() agent.StatusView {
 // TestStatusTable: the table has calicoctl's columns plus the prefix
 // counts, peers sorted by address; wide adds the rest.
 func TestStatusTable(t *testing.T) {
+	// The uptime column counts from since: set it now, not when the
+	// package's tests started (others, which build binaries, run first).
+	since = time.Now().Add(-90 * time.Second).Truncate(time.Second)
 	sock := serve(t, fakeAgent{v: meshNode()})
 	out, errOut, code := wrenctl(t, "--socket", sock, "status")
 	if code != 0 {
