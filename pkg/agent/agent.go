@@ -45,6 +45,9 @@ type Cluster interface {
 	// PodChoice is what a pod asked of IPAM by annotation (an address
 	// or pools), read on CNI ADD; a pod that does not exist chose nothing.
 	PodChoice(ctx context.Context, namespace, name string) (ipam.Choice, error)
+	// IPAMSettings are the IPReservations and the IPAMConfiguration, from
+	// the cache, for the debug views.
+	IPAMSettings() (ipam.Settings, error)
 	// PublishNode writes the addresses set in a (and only those) into the
 	// Node's annotations, where the other nodes read them.
 	PublishNode(ctx context.Context, name string, a model.NodeAddresses) error

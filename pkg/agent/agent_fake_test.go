@@ -44,6 +44,8 @@ type fakeCluster struct {
 	peers  []model.BGPPeer
 	cfg    model.BGPConfig
 	warned []string
+	// reserved are the IPReservations' networks.
+	reserved []ipam.Reservation
 }
 
 func (c *fakeCluster) Start(context.Context, func()) error                            { return nil }
@@ -61,6 +63,10 @@ func (c *fakeCluster) PublishNode(context.Context, string, model.NodeAddresses) 
 func (c *fakeCluster) SetNetworkAvailable(context.Context, string) error              { return nil }
 func (c *fakeCluster) Warn(kind, name, reason, message string) {
 	c.warned = append(c.warned, kind+"/"+name+" "+reason)
+}
+
+func (c *fakeCluster) IPAMSettings() (ipam.Settings, error) {
+	return ipam.Settings{Reservations: c.reserved}, nil
 }
 
 func (c *fakeCluster) PodChoice(context.Context, string, string) (ipam.Choice, error) {

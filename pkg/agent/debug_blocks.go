@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"slices"
 
 	"github.com/wren-net/wren/pkg/ipam"
 	"github.com/wren-net/wren/pkg/model"
@@ -81,11 +82,17 @@ func (a *Agent) Blocks(ctx context.Context) (BlocksView, error) {
 	if err != nil {
 		return BlocksView{}, err
 	}
-	return blocksView(pools, blocks), nil
+	settings, err := a.cluster.IPAMSettings()
+	if err != nil {
+		return BlocksView{}, err
+	}
+	return blocksView(pools, blocks, settings.Reservations), nil
 }
 
-// blocksView joins blocks to their pools and counts usage.
-func blocksView(pools []model.Pool, blocks []ipam.Block) BlocksView {
+// blocksView joins blocks to their pools and counts usage. An address an
+// IPReservation holds is not free (IPAM never hands it out) unless a pod
+// had it before the reservation: then it counts as used.
+func blocksView(pools []model.Pool, blocks []ipam.Block, res []ipam.Reservation) BlocksView {
 	var v BlocksView
 	byName := make(map[string]int, len(pools))
 	for _, p := range pools {
@@ -95,18 +102,20 @@ func blocksView(pools []model.Pool, blocks []ipam.Block) BlocksView {
 		}
 		size := uint64(1) << (32 - p.CIDR.Bits())
 		byName[p.Name] = len(v.Pools)
+		free := size - reservedIn(p.CIDR, res)
 		v.Pools = append(v.Pools, PoolView{Name: p.Name, CIDR: p.CIDR, Mode: poolMode(p), Disabled: p.Disabled,
-			NATOutgoing: p.NATOutgoing, BlockSize: bs, Size: size, Free: size})
+			NATOutgoing: p.NATOutgoing, BlockSize: bs, Size: size, Free: free})
 	}
 	for _, b := range blocks {
-		bv := BlockView{CIDR: b.CIDR, Node: b.Affinity, State: b.State, Used: len(b.Allocations), Free: b.Free()}
+		bv := BlockView{CIDR: b.CIDR, Node: b.Affinity, State: b.State, Used: len(b.Allocations), Free: ipam.Available(b, res)}
 		for _, p := range pools {
 			if p.CIDR.Bits() <= b.CIDR.Bits() && p.CIDR.Contains(b.CIDR.Addr()) {
 				bv.Pool = p.Name
 				pv := &v.Pools[byName[p.Name]]
 				pv.Blocks++
 				pv.Used += uint64(bv.Used)
-				pv.Free -= min(pv.Free, uint64(bv.Used))
+				// Reserved addresses are already out of Free.
+				pv.Free -= min(pv.Free, uint64(bv.Used-reservedUsed(b, res)))
 				break
 			}
 		}
@@ -150,4 +159,47 @@ func poolMode(p model.Pool) string {
 		return "ipip-cross-subnet"
 	}
 	return "bgp"
+}
+
+// reservedIn counts the addresses of p that IPReservations hold
+// (overlapping reservations counted once).
+func reservedIn(p netip.Prefix, res []ipam.Reservation) uint64 {
+	var in []netip.Prefix
+	for _, r := range res {
+		switch {
+		case !r.CIDR.Overlaps(p):
+		case r.CIDR.Bits() <= p.Bits():
+			return uint64(1) << (32 - p.Bits()) // all of p
+		default:
+			in = append(in, r.CIDR.Masked())
+		}
+	}
+	// Prefixes nest or are disjoint: sorted, a nested one follows the
+	// prefix holding it.
+	slices.SortFunc(in, netip.Prefix.Compare)
+	var n uint64
+	var last netip.Prefix
+	for _, q := range in {
+		if last.IsValid() && last.Contains(q.Addr()) {
+			continue
+		}
+		n += uint64(1) << (32 - q.Bits())
+		last = q
+	}
+	return n
+}
+
+// reservedUsed counts b's allocations at reserved addresses (made before
+// the reservation).
+func reservedUsed(b ipam.Block, res []ipam.Reservation) int {
+	n := 0
+	for _, al := range b.Allocations {
+		for _, r := range res {
+			if r.CIDR.Contains(al.IP) {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

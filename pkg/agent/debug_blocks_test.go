@@ -39,11 +39,11 @@ func TestBlocksView(t *testing.T) {
 	}
 	want := BlocksView{
 		Pools: []PoolView{
-			{Name: "default", CIDR: pfx("10.244.7.0/25"), Mode: "vxlan", NATOutgoing: true, BlockSize: 26, Size: 128, Blocks: 1, Used: 4, Free: 124},
-			{Name: "old", CIDR: pfx("10.244.9.0/24"), Mode: "ipip-cross-subnet", Disabled: true, BlockSize: 26, Size: 256, Blocks: 1, Used: 0, Free: 256},
+			{Name: "default", CIDR: pfx("10.244.7.0/25"), Mode: "vxlan", NATOutgoing: true, BlockSize: 26, Size: 128, Blocks: 1, Used: 4, Free: 123},
+			{Name: "old", CIDR: pfx("10.244.9.0/24"), Mode: "ipip-cross-subnet", Disabled: true, BlockSize: 26, Size: 256, Blocks: 1, Used: 0, Free: 192},
 		},
 		Blocks: []BlockView{
-			{CIDR: pfx("10.244.7.0/26"), Pool: "default", Node: "node-a", State: "confirmed", Used: 4, Free: 60, Allocations: []AllocationView{
+			{CIDR: pfx("10.244.7.0/26"), Pool: "default", Node: "node-a", State: "confirmed", Used: 4, Free: 59, Allocations: []AllocationView{
 				{IP: ip("10.244.7.0"), Handle: "node/node-a/vxlan", Node: "node-a"},
 				{IP: ip("10.244.7.1"), Handle: "node/node-c/vxlan", Node: "node-c", Borrowed: true},
 				{IP: ip("10.244.7.3"), Handle: "default/node-c-web/ctr1", Pod: "default/node-c-web", Node: "node-c", Borrowed: true},
@@ -55,7 +55,10 @@ func TestBlocksView(t *testing.T) {
 			}},
 		},
 	}
-	got := blocksView(pools, blocks)
+	// Reserved: 10.244.7.0/30 (.0, .1 and .3 allocated before; .2 not
+	// free), again .2 alone (counted once), and 10.244.9.128/26 of "old".
+	res := []ipam.Reservation{{Name: "r1", CIDR: pfx("10.244.7.0/30")}, {Name: "r2", CIDR: pfx("10.244.7.2/32")}, {Name: "r3", CIDR: pfx("10.244.9.128/26")}}
+	got := blocksView(pools, blocks, res)
 	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
 		t.Errorf("blocksView (-want +got):\n%s", d)

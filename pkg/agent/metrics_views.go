@@ -131,13 +131,17 @@ func (a *Agent) IPAMUsage() (IPAMUsage, error) {
 	if err != nil {
 		return IPAMUsage{}, err
 	}
-	return ipamUsage(a.cfg.NodeName, pools, blocks), nil
+	settings, err := a.cluster.IPAMSettings()
+	if err != nil {
+		return IPAMUsage{}, err
+	}
+	return ipamUsage(a.cfg.NodeName, pools, blocks, settings.Reservations), nil
 }
 
 // ipamUsage counts pools and blocks for node me, from the same view as
 // wrenctl ipam show (blocksView), so the two never disagree.
-func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block) IPAMUsage {
-	v := blocksView(pools, blocks)
+func ipamUsage(me string, pools []model.Pool, blocks []ipam.Block, res []ipam.Reservation) IPAMUsage {
+	v := blocksView(pools, blocks, res)
 	u := IPAMUsage{Blocks: map[string]int{ipam.StatePending: 0, ipam.StateConfirmed: 0}}
 	claimed := map[string]uint64{} // addresses inside claimed blocks, by pool
 	for _, b := range v.Blocks {

@@ -39,7 +39,7 @@ func TestIPAMUsage(t *testing.T) {
 			Allocations: []ipam.Allocation{al("10.244.64.1", "node-2")}},
 		{CIDR: netip.MustParsePrefix("10.250.0.0/26"), Affinity: "node-1", State: ipam.StateConfirmed}, // in no pool
 	}
-	got := ipamUsage("node-1", pools, blocks)
+	got := ipamUsage("node-1", pools, blocks, nil)
 	want := IPAMUsage{
 		Pools: []PoolUsage{
 			{Name: "small", CIDR: pools[0].CIDR, Size: 16, Free: 11, Blocks: 3, Unclaimed: 1},

@@ -116,6 +116,10 @@ func (rs reserved) within(p netip.Prefix) reserved {
 	return out
 }
 
+// Available counts the addresses of b that are neither allocated nor
+// reserved by one of res: what IPAM can still hand out from it.
+func Available(b Block, res []Reservation) int { return available(b, res) }
+
 // available counts the addresses of b that are neither allocated nor
 // reserved.
 func available(b Block, rs reserved) int {

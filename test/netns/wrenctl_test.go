@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	debugv1 "github.com/wren-net/wren/api/debug/v1"
 	"github.com/wren-net/wren/pkg/cluster/v1alpha1"
@@ -315,6 +316,12 @@ func TestWrenctlExplain(t *testing.T) {
 		free = free.Next()
 	}
 	check("a free address", free.String(), false, "no pod holds "+free.String()+": it is free in block "+blocks[n2.name])
+	reserved := free.Next()
+	if err := ac.c.Create(context.Background(), &v1alpha1.IPReservation{ObjectMeta: metav1.ObjectMeta{Name: "keep-out"},
+		Spec: v1alpha1.IPReservationSpec{ReservedCIDRs: []string{reserved.String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("a reserved address", reserved.String(), false, "no pod holds "+reserved.String()+": IPReservation keep-out reserves it")
 
 	// node-2's block route deleted by hand on node-1. The agent puts it
 	// back at once; deleting it again right after that repair lands
