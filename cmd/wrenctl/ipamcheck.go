@@ -10,8 +10,6 @@ import (
 	"net/netip"
 	"strconv"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/wren-net/wren/pkg/cluster"
 )
 
@@ -141,15 +139,7 @@ func printJSON(w io.Writer, format string, v any) error {
 	if err != nil {
 		return err
 	}
-	if format == "yaml" {
-		if b, err = yaml.JSONToYAML(b); err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
+	return writeDoc(w, format, b)
 }
 
 // writeIPAMCheck prints a section per kind of finding (a table, or one

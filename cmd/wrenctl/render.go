@@ -19,14 +19,21 @@ func printMessage(w io.Writer, format string, m proto.Message) error {
 	if err != nil {
 		return err
 	}
+	return writeDoc(w, format, b)
+}
+
+// writeDoc writes the JSON document b as is, or as YAML for format
+// "yaml".
+func writeDoc(w io.Writer, format string, b []byte) error {
 	if format == "yaml" {
-		if b, err = yaml.JSONToYAML(b); err != nil {
+		y, err := yaml.JSONToYAML(b)
+		if err != nil {
 			return err
 		}
-		_, err = w.Write(b)
+		_, err = w.Write(y)
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	_, err := fmt.Fprintf(w, "%s\n", b)
 	return err
 }
 

@@ -3,8 +3,11 @@
 package nlsock
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -114,4 +117,32 @@ func bigEndianWord(v uint32) uint32 {
 	var b [4]byte
 	binary.NativeEndian.PutUint32(b[:], v)
 	return binary.BigEndian.Uint32(b[:])
+}
+
+// Watch reads notifications from fd (opened with a read timeout, so that
+// the loop sees ctx end) until ctx ends, then closes fd. It calls poke for
+// every batch relevant reports, and when the kernel dropped notifications
+// (ENOBUFS: one of them may have mattered, so the caller resyncs). what
+// names the notifications in errors and the overflow's Debug line. poke
+// must not block.
+func Watch(ctx context.Context, fd int, bufSize int, what string, log *slog.Logger, relevant func([]byte) bool, poke func()) error {
+	defer unix.Close(fd)
+	buf := make([]byte, bufSize)
+	for ctx.Err() == nil {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOBUFS):
+			log.Debug(what + " overflowed; resyncing")
+			poke()
+			continue
+		case err != nil:
+			return fmt.Errorf("read %s: %w", what, err)
+		}
+		if relevant(buf[:n]) {
+			poke()
+		}
+	}
+	return nil
 }

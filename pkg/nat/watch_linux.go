@@ -3,7 +3,6 @@ package nat
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/wren-net/wren/internal/nlsock"
 	"github.com/wren-net/wren/internal/nsexec"
 )
 
@@ -78,27 +78,8 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 // Run calls poke for every change to table ip wren that Wren did not make
 // itself, until ctx ends; then it closes the socket. poke must not block.
 func (w *Watcher) Run(ctx context.Context, poke func()) error {
-	defer unix.Close(w.fd)
-	buf := make([]byte, 256<<10)
-	for ctx.Err() == nil {
-		n, _, err := unix.Recvfrom(w.fd, buf, 0)
-		switch {
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.ENOBUFS):
-			// Notifications were dropped: one of them may have been
-			// about the table.
-			w.cfg.Logger.Debug("nftables notifications overflowed; resyncing")
-			poke()
-			continue
-		case err != nil:
-			return fmt.Errorf("read nftables notifications: %w", err)
-		}
-		if relevant(buf[:n], w.cfg.Ignore()) {
-			poke()
-		}
-	}
-	return nil
+	return nlsock.Watch(ctx, w.fd, 256<<10, "nftables notifications", w.cfg.Logger,
+		func(b []byte) bool { return relevant(b, w.cfg.Ignore()) }, poke)
 }
 
 // relevant reports whether any message in b changes table ip wren and

@@ -8,7 +8,6 @@ package netwatch
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -70,27 +69,9 @@ func New(cfg Config) (*Watcher, error) {
 // Run calls poke for every relevant notification until ctx ends, then
 // closes the socket. poke must not block.
 func (w *Watcher) Run(ctx context.Context, poke func()) error {
-	defer unix.Close(w.fd)
-	buf := make([]byte, 1<<20)
-	for ctx.Err() == nil {
-		n, _, err := unix.Recvfrom(w.fd, buf, 0)
-		switch {
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.ENOBUFS):
-			// The kernel dropped notifications (a burst of our own
-			// writes): we no longer know what changed, so resync.
-			w.cfg.Logger.Debug("netlink notifications overflowed; resyncing")
-			poke()
-			continue
-		case err != nil:
-			return fmt.Errorf("read netlink notifications: %w", err)
-		}
-		if relevant(buf[:n], w.cfg.Table) {
-			poke()
-		}
-	}
-	return nil
+	// An overflow is usually a burst of our own writes.
+	return nlsock.Watch(ctx, w.fd, 1<<20, "netlink notifications", w.cfg.Logger,
+		func(b []byte) bool { return relevant(b, w.cfg.Table) }, poke)
 }
 
 // relevant reports whether any message in b may concern Wren's state:
