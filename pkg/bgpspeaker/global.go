@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	api "github.com/osrg/gobgp/v4/api"
-	"github.com/osrg/gobgp/v4/pkg/apiutil"
 )
 
 // Global is the speaker-wide part of the configuration: what GoBGP's
@@ -140,11 +139,7 @@ func (s *Speaker) restore(ctx context.Context) {
 		}
 	}
 	for p, nh := range s.adverts {
-		path, err := localPath(p, nh, false)
-		if err == nil {
-			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
-		}
-		if err != nil {
+		if err := s.announce(p, nh); err != nil {
 			s.log.Warn("restore advertisement", "prefix", p, "err", err)
 			delete(s.adverts, p)
 		}

@@ -194,11 +194,7 @@ func (s *Speaker) SetAdvertisements(ctx context.Context, desired []netip.Prefix,
 		if nh, ok := s.adverts[p]; ok && nh == nextHop {
 			continue
 		}
-		path, err := localPath(p, nextHop, false)
-		if err == nil {
-			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
-		}
-		if err != nil {
+		if err := s.announce(p, nextHop); err != nil {
 			errs = append(errs, fmt.Errorf("advertise %s: %w", p, err))
 			continue
 		}
@@ -221,6 +217,17 @@ func (s *Speaker) SetAdvertisements(ctx context.Context, desired []netip.Prefix,
 		s.log.Debug("withdrawn", "prefix", p)
 	}
 	return errors.Join(errs...)
+}
+
+// announce adds the locally originated path to p via nextHop. s.mu is
+// held.
+func (s *Speaker) announce(p netip.Prefix, nextHop netip.Addr) error {
+	path, err := localPath(p, nextHop, false)
+	if err != nil {
+		return err
+	}
+	_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
+	return err
 }
 
 // localPath is a locally originated IPv4 unicast path: ORIGIN IGP and
