@@ -194,11 +194,8 @@ func reservedIn(p netip.Prefix, res []ipam.Reservation) uint64 {
 func reservedUsed(b ipam.Block, res []ipam.Reservation) int {
 	n := 0
 	for _, al := range b.Allocations {
-		for _, r := range res {
-			if r.CIDR.Contains(al.IP) {
-				n++
-				break
-			}
+		if _, ok := ipam.FindReservation(res, al.IP); ok {
+			n++
 		}
 	}
 	return n

@@ -106,11 +106,9 @@ func (a *Agent) Explain(ctx context.Context, ip netip.Addr) (ExplainView, error)
 	}
 	if alloc == nil {
 		if settings, err := a.cluster.IPAMSettings(); err == nil {
-			for _, r := range settings.Reservations {
-				if r.CIDR.Contains(ip) {
-					v.say("ipam", false, "%s is reserved by IPReservation %s (%s) in block %s of node %s (IPPool %s): IPAM never hands it out", ip, r.Name, r.CIDR, block.CIDR, orNone(block.Affinity), pool.Name)
-					return v.fail("no pod holds %s: IPReservation %s reserves it", ip, r.Name), nil
-				}
+			if r, ok := ipam.FindReservation(settings.Reservations, ip); ok {
+				v.say("ipam", false, "%s is reserved by IPReservation %s (%s) in block %s of node %s (IPPool %s): IPAM never hands it out", ip, r.Name, r.CIDR, block.CIDR, orNone(block.Affinity), pool.Name)
+				return v.fail("no pod holds %s: IPReservation %s reserves it", ip, r.Name), nil
 			}
 		}
 		v.say("ipam", false, "%s is free in block %s of node %s (IPPool %s)", ip, block.CIDR, orNone(block.Affinity), pool.Name)

@@ -116,6 +116,11 @@ func (rs reserved) within(p netip.Prefix) reserved {
 	return out
 }
 
+// FindReservation returns the reservation of res that holds ip.
+func FindReservation(res []Reservation, ip netip.Addr) (Reservation, bool) {
+	return reserved(res).find(ip)
+}
+
 // Available counts the addresses of b that are neither allocated nor
 // reserved by one of res: what IPAM can still hand out from it.
 func Available(b Block, res []Reservation) int { return available(b, res) }
