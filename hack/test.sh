@@ -33,6 +33,19 @@ echo "== skipped tests and reasons"
 # go test -v prints a test's skip reason on the line before its SKIP line.
 skips=$(grep -E -B1 -- '--- SKIP' "$log" | grep -Ev '^--$' | paste - - | sed -E 's/^\s*(.*)\t\s*--- SKIP: ([^ ]+).*/\2: \1/')
 echo "${skips:-(none)}"
+# Each failed test's own log lines (file.go:NN: ...), the last 40, so a
+# failure's reason is not buried under the agent logs a test dumps.
+if grep -qE -- '^--- FAIL' "$log"; then
+	echo
+	echo "== failed tests and their last log lines"
+	awk '
+		/^=== RUN   [^\/]+$/ { cur = $3; n = 0; delete buf; next }
+		/^ +[A-Za-z0-9_.-]+\.go:[0-9]+: / || /^panic: / { buf[++n] = $0; next }
+		/^--- FAIL: / {
+			print $0
+			for (i = (n > 40 ? n - 39 : 1); i <= n; i++) print buf[i]
+		}' "$log"
+fi
 pass=$(grep -cE -- '^\s*--- PASS' "$log")
 fail=$(grep -cE -- '^\s*--- FAIL' "$log")
 skip=$(grep -cE -- '^\s*--- SKIP' "$log")

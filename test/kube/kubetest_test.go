@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -125,5 +127,40 @@ func TestShared(t *testing.T) {
 	}
 	if err := b.Get(ctx, client.ObjectKey{Name: "shared"}, pool("")); err != nil {
 		t.Fatalf("get through the second config: %v", err)
+	}
+}
+
+// A stop timeout (envtest has already sent SIGKILL) is logged and
+// dropped; any other stop error is kept, alone or beside a timeout.
+func TestStopErr(t *testing.T) {
+	timeout := errors.New("timeout waiting for process kube-apiserver to stop")
+	other := errors.New("unable to signal for process /x/etcd to stop: operation not permitted")
+	for _, c := range []struct {
+		name   string
+		in     error
+		want   string
+		logged int
+	}{
+		{"nil", nil, "", 0},
+		{"timeout alone", kerrors.NewAggregate([]error{timeout}), "", 1},
+		{"timeout and another", kerrors.NewAggregate([]error{timeout, other}), other.Error(), 1},
+		{"another alone", other, other.Error(), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs []string
+			err := stopErr(c.in, func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) })
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != c.want || len(logs) != c.logged {
+				t.Errorf("stopErr = %q with %d log lines %q; want %q with %d", got, len(logs), logs, c.want, c.logged)
+			}
+			for _, l := range logs {
+				if !strings.Contains(l, "kube-apiserver") || !strings.Contains(l, "SIGKILL") {
+					t.Errorf("log line %q does not name the process and the kill", l)
+				}
+			}
+		})
 	}
 }
