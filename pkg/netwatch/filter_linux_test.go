@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/wren-net/wren/pkg/model"
 	"github.com/wren-net/wren/pkg/netwatch"
 	"github.com/wren-net/wren/pkg/routes"
@@ -23,7 +25,19 @@ func TestIgnoresOwnWrites(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ns := nstest.New(t, "watch")
 	peer := nstest.New(t, "peer")
+	// Nothing but the test may change ns once the watcher subscribes: no
+	// IPv6 (its address configuration sends link and address
+	// notifications a while after the link comes up), and the veth's
+	// carrier already up (the kernel announces it from a deferred work
+	// item, up to a second after the link is set up).
+	ns.MustRun(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	nstest.Veth(t, ns, "eth0", peer, "eth0", 0)
+	nstest.Poll(t, 5*time.Second, "eth0 operationally up", func() error {
+		if st := ns.Link(t, "eth0").Attrs().OperState; st != netlink.OperUp {
+			return fmt.Errorf("eth0 is %s", st)
+		}
+		return nil
+	})
 	k, err := routes.NewKernel(ns.Handle, 0)
 	if err != nil {
 		t.Fatal(err)
