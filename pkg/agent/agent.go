@@ -196,6 +196,15 @@ type Agent struct {
 	// still show them), by handle.
 	pinned   map[string]model.Workload
 	released map[string]time.Time
+
+	// adding counts the CNI ADDs in flight per handle, from before the
+	// allocation until the ADD has told the loop (or failed). The cache
+	// shows the allocation while the veth is still being built; until
+	// the ADD hands the pod over, its veth and route are the ADD's
+	// (pinned), so the loop leaves the pod out of its desired state
+	// instead of finding the veth missing or down.
+	addingMu sync.Mutex
+	adding   map[string]int
 }
 
 // workloadEvent is a CNI ADD (w) or a release (gone) for the loop.
@@ -470,7 +479,7 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 		pinned = append(pinned, w)
 	}
 	released := a.pruneReleased(blocks, apiDown)
-	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, podMTU)
+	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, a.addsInFlight(), podMTU)
 	d, berrs := desired.Build(in)
 	a.lastDesired = &d
 	for _, e := range berrs {
@@ -532,8 +541,9 @@ func (a *Agent) checkPeers() {
 }
 
 // localWorkloads are this node's pods: the addresses IPAM recorded for it
-// (which survive agent restarts) plus CNI ADDs in flight.
-func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, released map[string]bool, mtu int) []model.Workload {
+// (which survive agent restarts) plus the pods CNI ADDs handed over, less
+// the allocations of ADDs still building their pod (adding).
+func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, released, adding map[string]bool, mtu int) []model.Workload {
 	seen := map[netip.Addr]bool{}
 	var ws []model.Workload
 	for _, w := range pinned {
@@ -543,7 +553,7 @@ func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, r
 	}
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			if al.Node != node || al.Pod == "" || seen[al.IP] || released[al.Handle] {
+			if al.Node != node || al.Pod == "" || seen[al.IP] || released[al.Handle] || adding[al.Handle] {
 				continue
 			}
 			seen[al.IP] = true
@@ -656,6 +666,39 @@ func (a *Agent) Housekeep(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("release blocks of deleted nodes: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// startAdd marks a CNI ADD of handle in flight; the returned func ends
+// it. The ADD tells the loop about its pod before it ends.
+func (a *Agent) startAdd(handle string) (end func()) {
+	a.addingMu.Lock()
+	if a.adding == nil {
+		a.adding = map[string]int{}
+	}
+	a.adding[handle]++
+	a.addingMu.Unlock()
+	return func() {
+		a.addingMu.Lock()
+		if a.adding[handle]--; a.adding[handle] <= 0 {
+			delete(a.adding, handle)
+		}
+		a.addingMu.Unlock()
+	}
+}
+
+// addsInFlight returns the handles of the CNI ADDs in flight (nil when
+// there are none, the usual case).
+func (a *Agent) addsInFlight() map[string]bool {
+	a.addingMu.Lock()
+	defer a.addingMu.Unlock()
+	if len(a.adding) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(a.adding))
+	for h := range a.adding {
+		m[h] = true
+	}
+	return m
 }
 
 // unpinPod drops the pins CNI ADD put on a pod's veth and /32.

@@ -484,3 +484,69 @@ func TestReleaseBeforeRunUnpins(t *testing.T) {
 		t.Errorf("the released pod's route %s is still in the kernel", r)
 	}
 }
+
+// TestAddInFlightStaysOut: the cache shows a pod's allocation while its
+// CNI ADD is still building the veth. A run meanwhile leaves the pod out
+// (no "link missing" error, no route written through a veth that is not
+// there or not up yet) and keeps the routes the ADD pinned, including a
+// repeated ADD's of a pod the loop already had from the cache; the pod is
+// the loop's once the ADD has told it.
+func TestAddInFlightStaysOut(t *testing.T) {
+	fa := newFakeAgent(t)
+	ctx := context.Background()
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
+		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
+	handle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	dst := netip.PrefixFrom(w.IP, 32)
+	old := netip.MustParsePrefix("10.244.0.5/32") // web-1, known from the cache
+	oldHandle := "default/web-1/c1"
+
+	// Both ADDs under way: the allocation is in the cache, no veth yet.
+	end := fa.startAdd(handle)
+	endOld := fa.startAdd(oldHandle)
+	fa.routes.Pin(dst)
+	fa.routes.Pin(old)
+	fa.cluster.blocks[0].Allocations = append(fa.cluster.blocks[0].Allocations,
+		ipam.Allocation{IP: w.IP, Handle: handle, Namespace: w.Namespace, Pod: w.Name, ContainerID: w.ContainerID, Node: "node-1"})
+	if err := fa.sync(ctx); err != nil {
+		t.Errorf("a run during the ADD failed: %v", err)
+	}
+	if s := fa.pods.String(); strings.Contains(s, "new-1") || strings.Contains(s, "web-1") {
+		t.Errorf("pods of ADDs in flight are in the desired state:\n%s", s)
+	}
+	if _, ok := fa.kernel.routes[dst]; ok {
+		t.Errorf("the loop wrote %s before the ADD built the veth", dst)
+	}
+	if _, ok := fa.kernel.routes[old]; !ok {
+		t.Errorf("the repeated ADD's pinned route %s was deleted", old)
+	}
+	if st := fa.routes.(*routes.Reconciler).LastStats(); st.Errors != 0 || st.Held != 0 {
+		t.Errorf("route stats during the ADD: %+v; want no errors and nothing held", st)
+	}
+
+	// The ADD builds the veth, writes the /32, tells the loop and ends.
+	fa.kernel.links[w.HostIface] = 9
+	if err := fa.routes.AddNow(model.Route{Dst: dst, Kind: model.RoutePod, Device: w.HostIface}, 9); err != nil {
+		t.Fatal(err)
+	}
+	fa.tell(workloadEvent{handle: handle, w: w})
+	end()
+	endOld()
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := fa.pods.String(); !strings.Contains(s, "new-1") || !strings.Contains(s, "web-1") {
+		t.Errorf("the pods are not in the desired state after their ADDs:\n%s", s)
+	}
+	for _, p := range []netip.Prefix{dst, old} {
+		if _, ok := fa.kernel.routes[p]; !ok {
+			t.Errorf("route %s missing after the ADDs", p)
+		}
+	}
+	if got := fa.addsInFlight(); got != nil {
+		t.Errorf("ADDs still in flight: %v", got)
+	}
+}

@@ -112,6 +112,11 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 		return cniserver.Result{}, cniserver.Errorf(cniserver.ReasonInvalidNetNS, "pod %s: open netns %s: %v", req.Key(), req.NetNS, err)
 	}
 	defer podNS.Close()
+	handle := ipam.PodHandle(req.Namespace, req.Name, req.ContainerID)
+	// From the allocation until the loop is told, the pod's veth and
+	// route are this ADD's: the loop does not take the pod from its cache
+	// half built.
+	defer a.startAdd(handle)()
 	r, err := a.alloc.Allocate(ctx, ipam.Request{Namespace: req.Namespace, Pod: req.Name, ContainerID: req.ContainerID, Choice: choice})
 	if err != nil {
 		if aerr := a.apiError(whatAdd, err); aerr != nil {
@@ -125,7 +130,6 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	mtu := int(a.podMTU.Load())
 	w := model.Workload{Namespace: req.Namespace, Name: req.Name, ContainerID: req.ContainerID,
 		HostIface: proxyarp.VethName(req.Namespace, req.Name), IP: r.IP, MTU: mtu}
-	handle := ipam.PodHandle(req.Namespace, req.Name, req.ContainerID)
 	ifName := req.IfName
 	if ifName == "" {
 		ifName = "eth0"
@@ -133,6 +137,9 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	if err := a.setupPod(ctx, podNS, w, ifName); err != nil {
 		if rerr := a.alloc.Release(context.WithoutCancel(ctx), handle); rerr != nil {
 			err = errors.Join(err, rerr)
+		} else {
+			// The cache may still show the allocation for a moment.
+			a.tell(workloadEvent{handle: handle, gone: true})
 		}
 		return cniserver.Result{}, fmt.Errorf("pod %s: %w", req.Key(), err)
 	}
@@ -150,6 +157,10 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 func (a *Agent) setupPod(ctx context.Context, podNS netns.NsHandle, w model.Workload, ifName string) error {
 	a.arp.Pin(w)
 	route := model.Route{Dst: netip.PrefixFrom(w.IP, 32), Kind: model.RoutePod, Device: w.HostIface}
+	// A repeated ADD of a pod the loop knows only from the cache (after
+	// an agent restart): the pod is out of the desired state until this
+	// ADD ends, and its route stays meanwhile.
+	a.routes.Pin(route.Dst)
 	err := proxyarp.SetupPodWith(ctx, a.nl, a.cfg.Sysctl, podNS, w, ifName)
 	if err == nil {
 		var l netlink.Link

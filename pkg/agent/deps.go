@@ -36,6 +36,7 @@ type routeReconciler interface {
 	Apply(context.Context) error
 	Delta(ctx context.Context, up []model.Route, down []netip.Prefix) error
 	AddNow(rt model.Route, oif int) error
+	Pin(dst netip.Prefix)
 	Unpin(dst netip.Prefix)
 	Programmed() map[model.RouteKind]int
 }

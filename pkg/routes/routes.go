@@ -492,6 +492,14 @@ func (r *Reconciler) AddNow(rt model.Route, oif int) error {
 	return nil
 }
 
+// Pin keeps whatever route the kernel has for dst, as AddNow does, before
+// it is written: no Apply deletes it until a Set includes dst, or Unpin.
+func (r *Reconciler) Pin(dst netip.Prefix) {
+	r.mu.Lock()
+	r.pins[key4(dst)] = dst
+	r.mu.Unlock()
+}
+
 // Unpin drops AddNow's pin of dst (the ADD failed, or DEL removed the pod).
 func (r *Reconciler) Unpin(dst netip.Prefix) {
 	r.mu.Lock()
