@@ -272,10 +272,10 @@ func (p *agentProc) kill9() {
 		t.Fatalf("kill -9 wren-agent pid %d: %v", pid, err)
 	}
 	// A killed process exits once none of its threads is inside the
-	// kernel uninterruptibly (a netlink request waiting for the RTNL
-	// lock while the kernel tears down namespaces of earlier tests). That
-	// is the kernel's time, not the agent's: after 2 s the threads'
-	// kernel stacks are logged, and only 30 s fail the test.
+	// kernel uninterruptibly (for example a netlink request waiting for
+	// a kernel lock). That is the kernel's time, not the agent's: after
+	// 2 s the threads' kernel stacks are logged, to show where they
+	// wait, and only 30 s fail the test.
 	select {
 	case <-p.exited:
 	case <-time.After(2 * time.Second):
