@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,14 +199,16 @@ type Agent struct {
 	pinned   map[string]model.Workload
 	released map[string]time.Time
 
-	// adding counts the CNI ADDs in flight per handle, from before the
-	// allocation until the ADD has told the loop (or failed). The cache
-	// shows the allocation while the veth is still being built; until
-	// the ADD hands the pod over, its veth and route are the ADD's
-	// (pinned), so the loop leaves the pod out of its desired state
-	// instead of finding the veth missing or down.
-	addingMu sync.Mutex
-	adding   map[string]int
+	// inCNI counts the CNI ADDs and DELs in flight per handle: an ADD
+	// from before the allocation until it has told the loop (or failed),
+	// a DEL from before it removes the veth until it has told the loop.
+	// Meanwhile the pod's veth and route are the command's, and the loop
+	// leaves the pod out of its desired state instead of finding its veth
+	// missing or not up yet (the cache shows an ADD's allocation while
+	// the veth is being built; a DEL removes the veth before the loop
+	// hears of it).
+	inCNIMu sync.Mutex
+	inCNI   map[string]int
 }
 
 // workloadEvent is a CNI ADD (w) or a release (gone) for the loop.
@@ -474,12 +478,10 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 
 	_, _, apiDown := a.cluster.APIDown()
 	a.takeEvents()
-	pinned := make([]model.Workload, 0, len(a.pinned))
-	for _, w := range a.pinned {
-		pinned = append(pinned, w)
-	}
+	pinned := make(map[string]model.Workload, len(a.pinned))
+	maps.Copy(pinned, a.pinned)
 	released := a.pruneReleased(blocks, apiDown)
-	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, a.addsInFlight(), podMTU)
+	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, a.podsInCNI(), podMTU)
 	d, berrs := desired.Build(in)
 	a.lastDesired = &d
 	for _, e := range berrs {
@@ -541,19 +543,23 @@ func (a *Agent) checkPeers() {
 }
 
 // localWorkloads are this node's pods: the addresses IPAM recorded for it
-// (which survive agent restarts) plus the pods CNI ADDs handed over, less
-// the allocations of ADDs still building their pod (adding).
-func localWorkloads(node string, blocks []ipam.Block, pinned []model.Workload, released, adding map[string]bool, mtu int) []model.Workload {
+// (which survive agent restarts) plus the pods CNI ADDs handed over (pinned,
+// by handle), less the pods a CNI ADD or DEL is working on (inCNI).
+func localWorkloads(node string, blocks []ipam.Block, pinned map[string]model.Workload, released, inCNI map[string]bool, mtu int) []model.Workload {
 	seen := map[netip.Addr]bool{}
 	var ws []model.Workload
-	for _, w := range pinned {
+	for _, h := range slices.Sorted(maps.Keys(pinned)) {
+		w := pinned[h]
+		if inCNI[h] {
+			continue
+		}
 		w.MTU = mtu
 		ws = append(ws, w)
 		seen[w.IP] = true
 	}
 	for _, b := range blocks {
 		for _, al := range b.Allocations {
-			if al.Node != node || al.Pod == "" || seen[al.IP] || released[al.Handle] || adding[al.Handle] {
+			if al.Node != node || al.Pod == "" || seen[al.IP] || released[al.Handle] || inCNI[al.Handle] {
 				continue
 			}
 			seen[al.IP] = true
@@ -668,34 +674,34 @@ func (a *Agent) Housekeep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// startAdd marks a CNI ADD of handle in flight; the returned func ends
-// it. The ADD tells the loop about its pod before it ends.
-func (a *Agent) startAdd(handle string) (end func()) {
-	a.addingMu.Lock()
-	if a.adding == nil {
-		a.adding = map[string]int{}
+// claimPod marks a CNI ADD or DEL of handle in flight; the returned func
+// ends it. The command tells the loop about the pod before it ends.
+func (a *Agent) claimPod(handle string) (end func()) {
+	a.inCNIMu.Lock()
+	if a.inCNI == nil {
+		a.inCNI = map[string]int{}
 	}
-	a.adding[handle]++
-	a.addingMu.Unlock()
+	a.inCNI[handle]++
+	a.inCNIMu.Unlock()
 	return func() {
-		a.addingMu.Lock()
-		if a.adding[handle]--; a.adding[handle] <= 0 {
-			delete(a.adding, handle)
+		a.inCNIMu.Lock()
+		if a.inCNI[handle]--; a.inCNI[handle] <= 0 {
+			delete(a.inCNI, handle)
 		}
-		a.addingMu.Unlock()
+		a.inCNIMu.Unlock()
 	}
 }
 
-// addsInFlight returns the handles of the CNI ADDs in flight (nil when
-// there are none, the usual case).
-func (a *Agent) addsInFlight() map[string]bool {
-	a.addingMu.Lock()
-	defer a.addingMu.Unlock()
-	if len(a.adding) == 0 {
+// podsInCNI returns the handles of the CNI ADDs and DELs in flight (nil
+// when there are none, the usual case).
+func (a *Agent) podsInCNI() map[string]bool {
+	a.inCNIMu.Lock()
+	defer a.inCNIMu.Unlock()
+	if len(a.inCNI) == 0 {
 		return nil
 	}
-	m := make(map[string]bool, len(a.adding))
-	for h := range a.adding {
+	m := make(map[string]bool, len(a.inCNI))
+	for h := range a.inCNI {
 		m[h] = true
 	}
 	return m

@@ -505,8 +505,8 @@ func TestAddInFlightStaysOut(t *testing.T) {
 	oldHandle := "default/web-1/c1"
 
 	// Both ADDs under way: the allocation is in the cache, no veth yet.
-	end := fa.startAdd(handle)
-	endOld := fa.startAdd(oldHandle)
+	end := fa.claimPod(handle)
+	endOld := fa.claimPod(oldHandle)
 	fa.routes.Pin(dst)
 	fa.routes.Pin(old)
 	fa.cluster.blocks[0].Allocations = append(fa.cluster.blocks[0].Allocations,
@@ -546,7 +546,67 @@ func TestAddInFlightStaysOut(t *testing.T) {
 			t.Errorf("route %s missing after the ADDs", p)
 		}
 	}
-	if got := fa.addsInFlight(); got != nil {
+	if got := fa.podsInCNI(); got != nil {
 		t.Errorf("ADDs still in flight: %v", got)
+	}
+}
+
+// TestDelInFlightStaysOut: a CNI DEL removes the veth (and with it the
+// route) before it tells the loop. A run in between leaves the pod out
+// instead of failing on its missing veth.
+func TestDelInFlightStaysOut(t *testing.T) {
+	fa := newFakeAgent(t)
+	ctx := context.Background()
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const handle = "default/web-1/c1"
+	dst := netip.MustParsePrefix("10.244.0.5/32")
+	if _, ok := fa.kernel.routes[dst]; !ok {
+		t.Fatalf("web-1's route %s not programmed before the DEL", dst)
+	}
+	// The DEL has removed the veth; the kernel took the route with it.
+	end := fa.claimPod(handle)
+	delete(fa.kernel.links, proxyarp.VethName("default", "web-1"))
+	delete(fa.kernel.routes, dst)
+	if err := fa.sync(ctx); err != nil {
+		t.Errorf("a run during the DEL failed: %v", err)
+	}
+	if s := fa.pods.String(); strings.Contains(s, "web-1") {
+		t.Errorf("the pod of a DEL in flight is in the desired state:\n%s", s)
+	}
+	// The DEL tells the loop, releases the address and ends.
+	fa.tell(workloadEvent{handle: handle, gone: true})
+	fa.cluster.blocks[0].Allocations = nil
+	end()
+	if err := fa.sync(ctx); err != nil {
+		t.Errorf("the run after the DEL failed: %v", err)
+	}
+	if s := fa.pods.String(); strings.Contains(s, "web-1") {
+		t.Errorf("the deleted pod is in the desired state:\n%s", s)
+	}
+	if _, ok := fa.kernel.routes[dst]; ok {
+		t.Errorf("the deleted pod's route %s came back", dst)
+	}
+
+	// The same for a pod this agent's own ADD handed over (pinned).
+	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
+		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
+	newHandle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	fa.kernel.links[w.HostIface] = 9
+	fa.tell(workloadEvent{handle: newHandle, w: w})
+	if err := fa.sync(ctx); err != nil || !strings.Contains(fa.pods.String(), "new-1") {
+		t.Fatalf("new-1 not taken over after its ADD (%v):\n%s", err, fa.pods.String())
+	}
+	end = fa.claimPod(newHandle)
+	delete(fa.kernel.links, w.HostIface)
+	delete(fa.kernel.routes, netip.PrefixFrom(w.IP, 32))
+	if err := fa.sync(ctx); err != nil {
+		t.Errorf("a run during new-1's DEL failed: %v", err)
+	}
+	fa.tell(workloadEvent{handle: newHandle, gone: true})
+	end()
+	if err := fa.sync(ctx); err != nil || strings.Contains(fa.pods.String(), "new-1") {
+		t.Errorf("after new-1's DEL (%v):\n%s", err, fa.pods.String())
 	}
 }

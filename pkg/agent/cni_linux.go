@@ -116,7 +116,7 @@ func (a *Agent) Add(ctx context.Context, req cniserver.AddRequest) (cniserver.Re
 	// From the allocation until the loop is told, the pod's veth and
 	// route are this ADD's: the loop does not take the pod from its cache
 	// half built.
-	defer a.startAdd(handle)()
+	defer a.claimPod(handle)()
 	r, err := a.alloc.Allocate(ctx, ipam.Request{Namespace: req.Namespace, Pod: req.Name, ContainerID: req.ContainerID, Choice: choice})
 	if err != nil {
 		if aerr := a.apiError(whatAdd, err); aerr != nil {
@@ -199,6 +199,9 @@ func (a *Agent) Del(ctx context.Context, req cniserver.DelRequest) error {
 		return nil
 	}
 	w := model.Workload{Namespace: al.Namespace, Name: al.Pod, ContainerID: al.ContainerID, HostIface: proxyarp.VethName(al.Namespace, al.Pod), IP: al.IP}
+	// Until the loop is told, the veth is this DEL's: a run meanwhile
+	// does not find it missing.
+	defer a.claimPod(al.Handle)()
 	if err := a.teardownPod(w, al.Handle); err != nil {
 		return fmt.Errorf("pod %s/%s: %w", al.Namespace, al.Pod, err)
 	}
