@@ -452,19 +452,31 @@ func TestLoopStates(t *testing.T) {
 	})
 }
 
+// syncedFakeAgent is newFakeAgent after one full sync.
+func syncedFakeAgent(t *testing.T) (*fakeAgent, context.Context) {
+	t.Helper()
+	fa, ctx := newFakeAgent(t), context.Background()
+	if err := fa.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return fa, ctx
+}
+
+// newPod1 is the pod the CNI tests add (10.244.0.9 in node-1's block),
+// and its IPAM handle.
+func newPod1() (model.Workload, string) {
+	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
+		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
+	return w, ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+}
+
 // TestReleaseBeforeRunUnpins: a pod whose address is released (GC of its
 // deleted Pod object) before any run had it in its desired state loses
 // the pins its ADD put on its veth and /32, so the next run removes both
 // (they used to stay for good).
 func TestReleaseBeforeRunUnpins(t *testing.T) {
-	fa := newFakeAgent(t)
-	ctx := context.Background()
-	if err := fa.sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
-		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
-	handle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	fa, ctx := syncedFakeAgent(t)
+	w, handle := newPod1()
 	fa.kernel.links[w.HostIface] = 9
 	// What Add does: pin, wire (the /32 at once), tell the loop.
 	fa.arp.Pin(w)
@@ -492,14 +504,8 @@ func TestReleaseBeforeRunUnpins(t *testing.T) {
 // repeated ADD's of a pod the loop already had from the cache; the pod is
 // the loop's once the ADD has told it.
 func TestAddInFlightStaysOut(t *testing.T) {
-	fa := newFakeAgent(t)
-	ctx := context.Background()
-	if err := fa.sync(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
-		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
-	handle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	fa, ctx := syncedFakeAgent(t)
+	w, handle := newPod1()
 	dst := netip.PrefixFrom(w.IP, 32)
 	old := netip.MustParsePrefix("10.244.0.5/32") // web-1, known from the cache
 	oldHandle := "default/web-1/c1"
@@ -555,11 +561,7 @@ func TestAddInFlightStaysOut(t *testing.T) {
 // route) before it tells the loop. A run in between leaves the pod out
 // instead of failing on its missing veth.
 func TestDelInFlightStaysOut(t *testing.T) {
-	fa := newFakeAgent(t)
-	ctx := context.Background()
-	if err := fa.sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	fa, ctx := syncedFakeAgent(t)
 	const handle = "default/web-1/c1"
 	dst := netip.MustParsePrefix("10.244.0.5/32")
 	if _, ok := fa.kernel.routes[dst]; !ok {
@@ -590,9 +592,7 @@ func TestDelInFlightStaysOut(t *testing.T) {
 	}
 
 	// The same for a pod this agent's own ADD handed over (pinned).
-	w := model.Workload{Namespace: "default", Name: "new-1", ContainerID: "c9", HostIface: proxyarp.VethName("default", "new-1"),
-		IP: netip.MustParseAddr("10.244.0.9"), MTU: 1500}
-	newHandle := ipam.PodHandle(w.Namespace, w.Name, w.ContainerID)
+	w, newHandle := newPod1()
 	fa.kernel.links[w.HostIface] = 9
 	fa.tell(workloadEvent{handle: newHandle, w: w})
 	if err := fa.sync(ctx); err != nil || !strings.Contains(fa.pods.String(), "new-1") {
