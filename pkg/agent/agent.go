@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"regexp"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -478,10 +476,8 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 
 	_, _, apiDown := a.cluster.APIDown()
 	a.takeEvents()
-	pinned := make(map[string]model.Workload, len(a.pinned))
-	maps.Copy(pinned, a.pinned)
 	released := a.pruneReleased(blocks, apiDown)
-	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, pinned, released, a.podsInCNI(), podMTU)
+	in.Workloads = localWorkloads(a.cfg.NodeName, blocks, a.pinned, released, a.podsInCNI(), podMTU)
 	d, berrs := desired.Build(in)
 	a.lastDesired = &d
 	for _, e := range berrs {
@@ -548,8 +544,7 @@ func (a *Agent) checkPeers() {
 func localWorkloads(node string, blocks []ipam.Block, pinned map[string]model.Workload, released, inCNI map[string]bool, mtu int) []model.Workload {
 	seen := map[netip.Addr]bool{}
 	var ws []model.Workload
-	for _, h := range slices.Sorted(maps.Keys(pinned)) {
-		w := pinned[h]
+	for h, w := range pinned {
 		if inCNI[h] {
 			continue
 		}
